@@ -1,0 +1,75 @@
+"""The `irstdlab` command line.
+
+Each command group lives in its own ``cli_<group>`` module exposing
+``register(subparsers)``; every module imports heavy libraries (torch, Ray) only
+inside its handlers so that ``irstdlab --help`` and ``irstdlab data ...`` start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from importlib import metadata
+
+# Order = order in `irstdlab --help`.
+COMMAND_MODULES = (
+    "irstdlab.harness.cli_data",
+    "irstdlab.harness.cli_models",
+)
+
+
+def package_version() -> str:
+    try:
+        return metadata.version("irstdlab")
+    except metadata.PackageNotFoundError:  # running from a source tree without install
+        return "0+unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="irstdlab",
+        description="Search, train and benchmark infrared small target detectors.",
+    )
+    parser.add_argument("--version", action="version", version=f"irstdlab {package_version()}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show full tracebacks instead of one-line errors"
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    for module_name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:  # group not built yet in this checkout
+                continue
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 0 if args.command is None else 2
+    from irstdlab.harness.errors import user_error_types
+
+    try:
+        return int(args.handler(args) or 0)
+    except user_error_types() as exc:
+        if args.debug:
+            raise
+        print(f"irstdlab: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("irstdlab: interrupted", file=sys.stderr)
+        return 130
+
+
+def entry() -> None:  # pragma: no cover - thin wrapper for the console script
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

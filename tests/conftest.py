@@ -1,0 +1,41 @@
+"""Shared fixtures: where the real data subsets live, and skipping cleanly without them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("IRSTDLAB_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+DENSESIRST_MINI = SHARED_DATA / "DenseSIRST-mini" / "SIRSTdevkit"
+SIRSTV2_MINI = SHARED_DATA / "SIRST-V2-mini"
+
+
+def _require(path: Path) -> Path:
+    if not path.is_dir():
+        pytest.skip(f"real data subset not found at {path} (set IRSTDLAB_SHARED_DATA to ../shared/data)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def densesirst_root() -> Path:
+    """Root of DenseSIRST-mini (the folder that contains PNGImages/)."""
+    return _require(DENSESIRST_MINI)
+
+
+@pytest.fixture(scope="session")
+def sirstv2_root() -> Path:
+    """Root of SIRST-V2-mini (the folder that contains mixed/)."""
+    return _require(SIRSTV2_MINI)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _few_torch_threads():
+    """CI has 2 cores; keep torch from oversubscribing them when tests run in parallel processes."""
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
