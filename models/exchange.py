@@ -1,0 +1,246 @@
+"""BAFE-Net's cross-task pieces: the LSK attention, channel selection and feature exchange.
+
+Everything here follows the released head (GrokCV/BAFE-Net ``fcos_changer_seg_head.py``,
+see BAFE_REFERENCE §3.3) unless a docstring says otherwise:
+
+* ``LSKModule`` *replaces* each task's features by ``conv(a1*s0 + a2*s1)`` (no multiply
+  by the input, no residual; unlike LSKNet's block). One instance serves both tasks.
+* ``LSKLayer`` scores channels: ``m = sigmoid(GAP_HW(x * conv(a1*s0 + a2*s1)))``.
+* ``ChannelExchange``: per sample (and per level, since it is called per level) each task
+  picks K = round(C*p) channels, sorted ascending; the receiving task's k-th picked channel
+  is overwritten by the adapted k-th picked channel of the other task.
+* ``SpatialExchange``: the pre-Aug-2024 code's column swap (every 1/p-th column).
+
+Tensors are (B, C, H, W); x1 = segmentation features, x2 = classification features.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+SELECTIONS = ("dynamic", "dynamic_st", "random", "fixed")
+EXCHANGES = ("none", "channel", "spatial", "channel+spatial", "spatial+channel")
+ADAPTERS = ("mlp", "none")
+
+
+def num_exchanged(channels: int, p: float) -> int:
+    """K = round(C * p), at least 1 (the reference's int(256 * p) for every p of Table VIII)."""
+    if not 0.0 < p <= 1.0:
+        raise ValueError(f"exchange ratio p must be in (0, 1], got {p}")
+    return max(1, min(channels, round(channels * p)))
+
+
+def fixed_channels(channels: int, k: int) -> Tensor:
+    """K evenly spaced channel indices; for C divisible by 1/p these are exactly c % (1/p) == 0."""
+    return torch.arange(k) * channels // k
+
+
+def _is_integer_ratio(p: float) -> bool:
+    """True when 1/p is an integer, i.e. the 'w mod (1/p) == 0' rule applies verbatim."""
+    return math.isclose(1.0 / p, round(1.0 / p))
+
+
+def fixed_columns(width: int, p: float) -> Tensor:
+    """Column indices the spatial exchange swaps: w % (1/p) == 0 as in the old code when 1/p is
+    an integer, otherwise round(W * p) evenly spaced columns."""
+    if _is_integer_ratio(p):
+        return torch.arange(0, width, round(1.0 / p))
+    k = max(1, min(width, round(width * p)))
+    return torch.arange(k) * width // k
+
+
+class _LSKAttention(nn.Module):
+    """The LSK core shared by LSKModule and LSKLayer: two depth-wise receptive fields
+    (5x5, then 7x7 dilated 3) mixed by a spatial selection map."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        half = channels // 2
+        self.conv0 = nn.Conv2d(channels, channels, 5, padding=2, groups=channels)
+        self.conv_spatial = nn.Conv2d(channels, channels, 7, padding=9, groups=channels, dilation=3)
+        self.conv1 = nn.Conv2d(channels, half, 1)
+        self.conv2 = nn.Conv2d(channels, half, 1)
+        self.conv_squeeze = nn.Conv2d(2, 2, 7, padding=3)
+        self.conv = nn.Conv2d(half, channels, 1)
+
+    def attend(self, x: Tensor) -> Tensor:
+        a1 = self.conv0(x)
+        a2 = self.conv_spatial(a1)
+        a1, a2 = self.conv1(a1), self.conv2(a2)
+        both = torch.cat([a1, a2], dim=1)
+        # channel-wise mean and max summarise "how strong is each branch here"
+        agg = torch.cat([both.mean(dim=1, keepdim=True), both.amax(dim=1, keepdim=True)], dim=1)
+        s = self.conv_squeeze(agg).sigmoid()
+        return self.conv(a1 * s[:, 0:1] + a2 * s[:, 1:2])
+
+
+class LSKModule(_LSKAttention):
+    """Applied to seg and cls features with the SAME weights; the output replaces each input."""
+
+    def forward(self, x1: Tensor, x2: Tensor) -> tuple[Tensor, Tensor]:
+        return self.attend(x1), self.attend(x2)
+
+
+class LSKLayer(_LSKAttention):
+    """Channel scorer (paper Eq. 4 as coded): returns sigmoid scores of shape (B, C)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x * self.attend(x)).mean(dim=(2, 3)).sigmoid()
+
+
+class ChannelSelector(nn.Module):
+    """Picks K channels per sample: ``forward(x) -> (indices (B, K) ascending, weights or None)``.
+
+    * ``dynamic``: top-K of the LSKLayer score, as released. The released code discards
+      the top-K values, so the scorer never gets a gradient (it keeps its random init).
+      We run it under ``torch.no_grad()``: identical outputs, no autograd graph, less memory.
+    * ``dynamic_st``: the same score, but the selected scores are returned as weights so the
+      exchange can pass a straight-through gradient to the scorer (what Eq. 4 intends).
+    * ``random``: K random channels per sample (also at inference, as the ablation describes).
+    * ``fixed``: every 1/p-th channel, the same for every sample.
+    """
+
+    def __init__(self, channels: int, k: int, strategy: str = "dynamic") -> None:
+        super().__init__()
+        if strategy not in SELECTIONS:
+            raise ValueError(f"selection must be one of {SELECTIONS}, got {strategy!r}")
+        self.channels, self.k, self.strategy = channels, k, strategy
+        self.scorer = LSKLayer(channels) if strategy.startswith("dynamic") else None
+        self.register_buffer("fixed_index", fixed_channels(channels, k), persistent=False)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        b = x.shape[0]
+        if self.strategy == "fixed":
+            return self.fixed_index.expand(b, self.k), None
+        if self.strategy == "random":
+            idx = torch.rand(b, self.channels, device=x.device).topk(self.k, dim=1).indices
+            return idx.sort(dim=1).values, None
+        if self.strategy == "dynamic":
+            with torch.no_grad():
+                score = self.scorer(x)
+        else:
+            score = self.scorer(x)
+        idx = score.topk(self.k, dim=1).indices.sort(dim=1).values
+        weights = score.gather(1, idx) if self.strategy == "dynamic_st" else None
+        return idx, weights
+
+
+class Adapter(nn.Module):
+    """Per-pixel MLP over the channel vector (Linear-ReLU-Linear), shared by both directions."""
+
+    def __init__(self, channels: int, hidden: int) -> None:
+        super().__init__()
+        if hidden < 1:
+            raise ValueError(f"adapter_hidden must be >= 1, got {hidden}")
+        self.fc1 = nn.Linear(channels, hidden)
+        self.act = nn.ReLU()
+        self.fc2 = nn.Linear(hidden, channels)
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, C, H, W) -> (B, C, H, W)
+        return self.fc2(self.act(self.fc1(x.movedim(1, -1)))).movedim(-1, 1)
+
+
+def _build_adapter(kind: str, channels: int, hidden: int) -> nn.Module:
+    if kind not in ADAPTERS:
+        raise ValueError(f"adapter must be one of {ADAPTERS}, got {kind!r}")
+    return Adapter(channels, hidden) if kind == "mlp" else nn.Identity()
+
+
+def straight_through(weights: Tensor) -> Tensor:
+    """Exactly 1.0 in the forward pass, d/dw = 1 in the backward pass.
+
+    ``1 + (w - w.detach())`` rather than ``w / w.detach()``: same forward values (w - w is
+    exactly 0), but the gradient does not blow up for small scores. Multiplying the
+    received channels by it gives the scorer the gradient ``sum(dL/dy * y)`` of scaling
+    that channel, i.e. "would exchanging more of this channel have helped"."""
+    return (weights - weights.detach()).add(1.0)
+
+
+class ChannelExchange(nn.Module):
+    """Dynamic cross-task channel hard-exchange (BAFE_REFERENCE §3.3), vectorised over the batch.
+
+    ``y1 = x1`` with channels ``I1`` overwritten by ``A(x2[I2])`` (k-th to k-th in ascending
+    index order), and symmetrically for ``y2``. With ``dynamic_st`` the received channels
+    are scaled by ``straight_through`` of the receiver's and the sender's selection scores.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        p: float = 0.5,
+        selection: str = "dynamic",
+        adapter: str = "mlp",
+        adapter_hidden: int = 64,
+    ) -> None:
+        super().__init__()
+        self.k = num_exchanged(channels, p)
+        self.selector = ChannelSelector(channels, self.k, selection)
+        self.adapter = _build_adapter(adapter, self.k, adapter_hidden)
+
+    def forward(self, x1: Tensor, x2: Tensor) -> tuple[Tensor, Tensor]:
+        b, _, h, w = x1.shape
+        i1, w1 = self.selector(x1)
+        i2, w2 = self.selector(x2)
+        g1 = i1[:, :, None, None].expand(b, self.k, h, w)
+        g2 = i2[:, :, None, None].expand(b, self.k, h, w)
+        to_x2 = self.adapter(x1.gather(1, g1))  # x1's picked channels, adapted, go to x2
+        to_x1 = self.adapter(x2.gather(1, g2))
+        if w1 is not None and w2 is not None:
+            st = (straight_through(w1) * straight_through(w2))[:, :, None, None]
+            to_x1, to_x2 = to_x1 * st, to_x2 * st
+        return x1.scatter(1, g1, to_x1), x2.scatter(1, g2, to_x2)
+
+
+class SpatialExchange(nn.Module):
+    """Swap every 1/p-th column (w % 2 == 0 for p = 1/2) between the tasks.
+
+    The pre-Aug-2024 code (Table VI "Spatial") adapted each swapped *element* with a scalar
+    1->64->1 MLP. We adapt the swapped *pixels* with the same per-pixel channel MLP as the
+    channel exchange (C->hidden->C): equal MACs for C = 256, hidden 64, but a hidden
+    activation of C/4 instead of 64x the feature map, and one adapter design for both.
+    """
+
+    def __init__(self, channels: int, p: float = 0.5, adapter: str = "mlp", adapter_hidden: int = 64) -> None:
+        super().__init__()
+        num_exchanged(channels, p)  # validates p
+        self.p = p
+        self.adapter = _build_adapter(adapter, channels, adapter_hidden)
+
+    def forward(self, x1: Tensor, x2: Tensor) -> tuple[Tensor, Tensor]:
+        cols = fixed_columns(x1.shape[3], self.p).to(x1.device)
+        to_x2 = self.adapter(x1.index_select(3, cols))
+        to_x1 = self.adapter(x2.index_select(3, cols))
+        return x1.index_copy(3, cols, to_x1), x2.index_copy(3, cols, to_x2)
+
+
+class Exchange(nn.Module):
+    """The configured exchange: ``none``, one of the two kinds, or both in the named order."""
+
+    def __init__(
+        self,
+        kind: str,
+        channels: int,
+        p: float = 0.5,
+        selection: str = "dynamic",
+        adapter: str = "mlp",
+        adapter_hidden: int = 64,
+    ) -> None:
+        super().__init__()
+        if kind not in EXCHANGES:
+            raise ValueError(f"exchange must be one of {EXCHANGES}, got {kind!r}")
+        self.kind = kind
+        steps: list[nn.Module] = []
+        for part in kind.split("+") if kind != "none" else []:
+            if part == "channel":
+                steps.append(ChannelExchange(channels, p, selection, adapter, adapter_hidden))
+            else:
+                steps.append(SpatialExchange(channels, p, adapter, adapter_hidden))
+        self.steps = nn.ModuleList(steps)
+
+    def forward(self, x1: Tensor, x2: Tensor) -> tuple[Tensor, Tensor]:
+        for step in self.steps:
+            x1, x2 = step(x1, x2)
+        return x1, x2
