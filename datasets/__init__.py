@@ -4,6 +4,7 @@ Never builds networks and never imports ``irstdlab.harness``.
 """
 
 from irstdlab.datasets.errors import DatasetError
+from irstdlab.datasets.readers import DenseSIRST, SirstV2, open_dataset
 from irstdlab.datasets.sample import Sample
 
-__all__ = ["DatasetError", "Sample"]
+__all__ = ["DatasetError", "DenseSIRST", "Sample", "SirstV2", "open_dataset"]
