@@ -50,6 +50,7 @@ class VocLayoutReader:
         load_masks: bool = True,
         *,
         verify_ids: bool = True,
+        ids: list[str] | None = None,
     ) -> None:
         self.root = Path(root)
         self.split = split or self.default_split
@@ -59,17 +60,20 @@ class VocLayoutReader:
         self.load_masks = load_masks
         self.check_root(self.root)
         self.split_file = self.root / self.split_dir / f"{self.split}.txt"
-        if not self.split_file.is_file():
-            available = ", ".join(self.available_splits(self.root)) or "none"
-            raise DatasetError(self.split_file, f"split file not found (available splits: {available})")
-        self.ids: list[str] = io.read_split(self.split_file)
+        if ids is not None:  # explicit ids (e.g. `data preview ID`): no split file involved
+            self.split = split or "custom"
+            self.ids = list(ids)
+            where = "requested"
+        else:
+            if not self.split_file.is_file():
+                available = ", ".join(self.available_splits(self.root)) or "none"
+                raise DatasetError(self.split_file, f"split file not found (available splits: {available})")
+            self.ids = io.read_split(self.split_file)
+            where = f"listed in {self.split_dir}/{self.split}.txt"
         # verify_ids=False lets checks.py list every missing image instead of stopping at the first.
         for ident in self.ids if verify_ids else ():
             if not self.image_path(ident).is_file():
-                raise DatasetError(
-                    self.image_path(ident),
-                    f"image not found for id {ident!r} listed in {self.split_dir}/{self.split}.txt",
-                )
+                raise DatasetError(self.image_path(ident), f"image not found for id {ident!r} {where}")
         self._index = {ident: i for i, ident in enumerate(self.ids)}
 
     # -- layout ---------------------------------------------------------------------------------
