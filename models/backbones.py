@@ -1,0 +1,151 @@
+"""ResNet backbones (torchvision) returning C2..C5 with known channels and strides.
+
+Reference behaviour (BAFE_REFERENCE §3.1, pitfall 12): mmdet ResNet style='caffe' (the
+down-sampling stride on a bottleneck's first 1x1 conv), torchvision weights, every BN frozen
+(affine without gradient, running statistics in eval mode) while every conv, stem included,
+trains. BN stays ``nn.BatchNorm2d`` with ``requires_grad=False`` rather than
+``FrozenBatchNorm2d`` because the papers' parameter counts include the frozen BN affines.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import Tensor, nn
+from torchvision.models.resnet import Bottleneck
+
+from irstdlab.models.config import ModelConfig
+
+_RESNETS = {
+    "resnet18": torchvision.models.resnet18,
+    "resnet34": torchvision.models.resnet34,
+    "resnet50": torchvision.models.resnet50,
+    "resnet101": torchvision.models.resnet101,
+}
+
+
+class ResNetBackbone(nn.Module):
+    """torchvision ResNet trunk without avgpool/fc; ``forward`` returns [C2, C3, C4, C5].
+
+    ``strides`` are 4/8/16/32, or 2/4/8/16 with ``stem_pool=False`` (the max-pool after
+    the stem is removed, so C2 is at stride 2 and every later stage is twice as fine).
+    """
+
+    def __init__(
+        self,
+        name: str = "resnet50",
+        *,
+        in_channels: int = 3,
+        pretrained: str | None = None,
+        frozen_bn: bool = True,
+        norm_eval: bool = True,
+        frozen_stages: int = -1,
+        caffe_style_stride: bool = True,
+        stem_pool: bool = True,
+    ) -> None:
+        super().__init__()
+        if name not in _RESNETS:
+            raise ValueError(f"model.backbone: unknown {name!r}; choose from {', '.join(_RESNETS)}")
+        net = _RESNETS[name](weights=None)
+        if pretrained is not None:
+            _load_state_dict(net, pretrained)
+        if in_channels == 1:
+            net.conv1 = _single_channel_stem(net.conv1, summed=pretrained is not None)
+        elif in_channels != 3:
+            raise ValueError(f"backbone in_channels must be 1 or 3, got {in_channels}")
+        if caffe_style_stride:
+            for layer in (net.layer2, net.layer3, net.layer4):
+                block = layer[0]
+                if isinstance(block, Bottleneck):  # BasicBlock (R18/R34) has no 1x1 to move it to
+                    block.conv1.stride, block.conv2.stride = block.conv2.stride, (1, 1)
+        self.conv1, self.bn1, self.relu = net.conv1, net.bn1, net.relu
+        self.maxpool = net.maxpool if stem_pool else nn.Identity()
+        self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
+        expansion = 4 if isinstance(net.layer1[0], Bottleneck) else 1
+        self.out_channels = [64 * expansion, 128 * expansion, 256 * expansion, 512 * expansion]
+        self.strides = [4, 8, 16, 32] if stem_pool else [2, 4, 8, 16]
+        self.norm_eval = norm_eval
+        self.frozen_stages = frozen_stages
+        if frozen_bn:
+            for m in self.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.requires_grad_(False)
+        for module in self._frozen_modules():
+            module.requires_grad_(False)
+        self.train()
+
+    def _frozen_modules(self) -> list[nn.Module]:
+        if self.frozen_stages < 0:
+            return []
+        stages = [self.conv1, self.bn1, self.layer1, self.layer2, self.layer3, self.layer4]
+        return stages[: self.frozen_stages + 2] if self.frozen_stages > 0 else stages[:2]
+
+    def train(self, mode: bool = True) -> "ResNetBackbone":
+        super().train(mode)
+        if mode:  # frozen stages and (with norm_eval) every BN keep their running statistics
+            for module in self._frozen_modules():
+                module.eval()
+            if self.norm_eval:
+                for m in self.modules():
+                    if isinstance(m, nn.BatchNorm2d):
+                        m.eval()
+        return self
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        c2 = self.layer1(x)
+        c3 = self.layer2(c2)
+        c4 = self.layer3(c3)
+        c5 = self.layer4(c4)
+        return [c2, c3, c4, c5]
+
+
+def _load_state_dict(net: nn.Module, path: str) -> None:
+    """Load a local torchvision ResNet state dict (``torch.load(weights_only=True)``)."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ValueError(f"model.pretrained: {file}: no such file")
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling errors come in many types
+        raise ValueError(f"model.pretrained: {file}: not a loadable state dict ({type(exc).__name__}: {exc})".splitlines()[0]) from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    result = net.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith("fc.")]
+    if missing or result.unexpected_keys:
+        bad = (missing or result.unexpected_keys)[:3]
+        raise ValueError(
+            f"model.pretrained: {file}: does not match torchvision {type(net).__name__} "
+            f"({len(missing)} missing, {len(result.unexpected_keys)} unexpected keys, e.g. {', '.join(bad)})"
+        )
+
+
+def _single_channel_stem(conv: nn.Conv2d, summed: bool) -> nn.Conv2d:
+    """The stem conv for one input channel.
+
+    Pretrained RGB kernels are summed (timm's adapt_input_conv: same response to a grey
+    image); a random init keeps one channel, i.e. torchvision's fan-out init unchanged.
+    """
+    new = nn.Conv2d(1, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=False)
+    with torch.no_grad():
+        new.weight.copy_(conv.weight.sum(dim=1, keepdim=True) if summed else conv.weight[:, :1])
+    return new
+
+
+def build_backbone(cfg: ModelConfig, in_channels: int) -> ResNetBackbone:
+    return ResNetBackbone(
+        cfg.backbone,
+        in_channels=in_channels,
+        pretrained=cfg.pretrained,
+        frozen_bn=cfg.frozen_bn,
+        norm_eval=cfg.norm_eval,
+        frozen_stages=cfg.frozen_stages,
+        caffe_style_stride=cfg.caffe_style_stride,
+        stem_pool=cfg.stem_pool,
+    )
+
+
+__all__ = ["ResNetBackbone", "build_backbone"]

@@ -1,0 +1,201 @@
+"""`ModelConfig`: every knob of every detector in one validated dataclass.
+
+Defaults are the reference (BAFE-Net's FCOS host, BAFE_REFERENCE §3-4) except
+``num_levels=5``, which is the Table II FCOS baseline (P3-P7); BAFE-Net presets set 3.
+Annotations are the ones ``irstdlab.harness.configtree`` understands (Literal, X | None,
+tuples), so the harness can type-check YAML against this class; ``validate()`` does the
+range checks and raises ``ValueError("model.<field>: <problem>")``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Literal, get_args, get_type_hints
+
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
+MAX_LEVELS = 5  # P3..P7
+
+
+@dataclass
+class ModelConfig:
+    name: str = "fcos"
+    # --- backbone ---
+    backbone: Literal["resnet18", "resnet34", "resnet50", "resnet101"] = "resnet50"
+    pretrained: str | None = None  # local torchvision state-dict path; None = random init
+    frozen_bn: bool = True  # BN affine frozen in the whole backbone (convs still train)
+    frozen_stages: int = -1  # -1 none, 0 stem, k = stem + layer1..layerk
+    norm_eval: bool = True  # keep backbone BN in eval mode (running stats) while training
+    in_channel_mode: Literal["replicate", "stem"] = "replicate"
+    input_norm: Literal["caffe", "imagenet", "grey"] = "caffe"
+    caffe_style_stride: bool = True  # stride on the bottleneck's first 1x1 (mmdet style='caffe')
+    stem_pool: bool = True  # False drops the stem max-pool: every level's stride halves
+    # --- neck ---
+    fpn_channels: int = 256
+    num_levels: int = 5  # levels from P3 up: 3 = P3-P5 (BAFE host), 5 = P3-P7 (Table II)
+    p2: bool = False  # add a level from C2 below P3
+    extra_levels_from: Literal["p5_output", "c5"] = "p5_output"
+    regress_ranges: tuple[tuple[float, float], ...] | None = None  # None = derive (see below)
+    # --- FCOS head ---
+    head_width: int = 256
+    head_depth: int = 4
+    norm_groups: int = 32
+    center_sampling: bool = False
+    center_sample_radius: float = 1.5
+    box_loss: Literal["iou", "giou"] = "iou"
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    prior_prob: float = 0.01
+    # --- inference ---
+    score_thr: float = 0.05
+    nms_pre: int = 1000
+    nms_thr: float = 0.5
+    max_per_img: int = 100
+    # --- BAFE-Net ---
+    seg_head: bool = True
+    exchange: Literal["channel", "none", "spatial", "channel+spatial", "spatial+channel"] = "channel"
+    selection: Literal["dynamic", "random", "fixed", "dynamic_st"] = "dynamic"
+    p: float = 0.5
+    adapter: Literal["mlp", "none"] = "mlp"
+    adapter_hidden: int = 64
+    lsk_module: bool = True
+    seg_loss_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.regress_ranges, list):  # YAML gives lists; keep it hashable
+            self.regress_ranges = tuple(tuple(r) if isinstance(r, list) else r for r in self.regress_ranges)
+        self.validate()
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        """Build from a plain mapping, rejecting unknown keys by name."""
+        if not isinstance(data, dict):
+            raise ValueError(f"model: expected a mapping of ModelConfig fields, got {type(data).__name__}")
+        valid = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(data) - set(valid))
+        if unknown:
+            raise ValueError(f"model.{unknown[0]}: unknown key; valid keys are {', '.join(sorted(valid))}")
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> "ModelConfig":
+        return ModelConfig.from_dict({**self.to_dict(), **changes})
+
+    # ------------------------------------------------------------------ derived geometry
+    def backbone_strides(self) -> list[int]:
+        """Strides of C2..C5: 4/8/16/32, or 2/4/8/16 without the stem max-pool."""
+        base = [4, 8, 16, 32]
+        return base if self.stem_pool else [s // 2 for s in base]
+
+    def level_strides(self) -> list[int]:
+        """Strides of the head's levels, finest first: [P2] + P3.. (num_levels of them).
+
+        P3-P5 come from C3-C5; P6, P7 are stride-2 convs above P5. With stem_pool=False
+        every level is twice as fine (P2 = 2, P3 = 4, ..., P7 = 64).
+        """
+        c = self.backbone_strides()
+        strides = [c[1] * 2**i for i in range(self.num_levels)]
+        return ([c[0]] if self.p2 else []) + strides
+
+    def level_regress_ranges(self) -> list[tuple[float, float]]:
+        """Per-level (lower, upper] limits on max(l, t, r, b) for assignment.
+
+        Derived: upper = 8 x stride, lower = the previous level's upper (-1 for the first);
+        the top level extends to infinity only when extra levels P6/P7 exist. That gives the
+        reference exactly: (-1,64),(64,128),(128,256) for the 3-level host (capped at 256)
+        and (-1,64)...(512,inf) for the 5-level Table II FCOS.
+        """
+        if self.regress_ranges is not None:
+            return [(float(lo), float(hi)) for lo, hi in self.regress_ranges]
+        strides = self.level_strides()
+        uppers = [8.0 * s for s in strides]
+        if self.num_levels > 3:
+            uppers[-1] = math.inf
+        lowers = [-1.0] + uppers[:-1]
+        return list(zip(lowers, uppers))
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> None:
+        hints = get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            _check_type(f.name, getattr(self, f.name), hints[f.name])
+        if not self.name:
+            _fail("name", "must be a non-empty string")
+        if not -1 <= self.frozen_stages <= 4:
+            _fail("frozen_stages", f"must be in -1..4 (-1 none, 0 stem, k = stem + layer1..k), got {self.frozen_stages}")
+        for key in ("fpn_channels", "head_width", "norm_groups", "nms_pre", "max_per_img", "adapter_hidden"):
+            if getattr(self, key) < 1:
+                _fail(key, f"must be >= 1, got {getattr(self, key)}")
+        if self.head_depth < 0:
+            _fail("head_depth", f"must be >= 0, got {self.head_depth}")
+        if not 1 <= self.num_levels <= MAX_LEVELS:
+            _fail("num_levels", f"must be in 1..{MAX_LEVELS} (levels from P3 up), got {self.num_levels}")
+        if self.head_width % self.norm_groups:
+            _fail("norm_groups", f"head_width {self.head_width} is not divisible by norm_groups {self.norm_groups}")
+        if self.center_sample_radius <= 0:
+            _fail("center_sample_radius", f"must be > 0, got {self.center_sample_radius}")
+        if not 0.0 <= self.focal_alpha <= 1.0:
+            _fail("focal_alpha", f"must be in [0, 1], got {self.focal_alpha}")
+        if self.focal_gamma < 0:
+            _fail("focal_gamma", f"must be >= 0, got {self.focal_gamma}")
+        if not 0.0 < self.prior_prob < 1.0:
+            _fail("prior_prob", f"must be in (0, 1), got {self.prior_prob}")
+        if not 0.0 <= self.score_thr < 1.0:
+            _fail("score_thr", f"must be in [0, 1), got {self.score_thr}")
+        if not 0.0 < self.nms_thr <= 1.0:
+            _fail("nms_thr", f"must be in (0, 1], got {self.nms_thr}")
+        if not 0.0 < self.p <= 1.0:
+            _fail("p", f"must be in (0, 1], got {self.p}")
+        if self.seg_loss_weight < 0:
+            _fail("seg_loss_weight", f"must be >= 0, got {self.seg_loss_weight}")
+        if self.regress_ranges is not None:
+            n = len(self.level_strides())
+            if len(self.regress_ranges) != n:
+                _fail("regress_ranges", f"needs one (lower, upper) pair per level ({n}), got {len(self.regress_ranges)}")
+            for i, (lo, hi) in enumerate(self.regress_ranges):
+                if not lo < hi:
+                    _fail("regress_ranges", f"range {i} ({lo}, {hi}) needs lower < upper")
+
+
+def _fail(field: str, problem: str) -> None:
+    raise ValueError(f"model.{field}: {problem}")
+
+
+def _check_type(name: str, value: Any, tp: Any) -> None:
+    """Plain-constructor type check (the harness's configtree does the same for YAML)."""
+    text = str(tp)
+    if value is None:
+        if "None" not in text:
+            _fail(name, "must not be null")
+        return
+    if "Literal" in text:
+        choices = get_args(tp)
+        if value not in choices:
+            _fail(name, f"{value!r} is not one of {', '.join(repr(c) for c in choices)}")
+    elif tp is bool:
+        if not isinstance(value, bool):
+            _fail(name, f"expected true or false, got {value!r}")
+    elif tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            _fail(name, f"expected an integer, got {value!r}")
+    elif tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+            _fail(name, f"expected a number, got {value!r}")
+    elif tp is str or text == "str | None":
+        if not isinstance(value, str):
+            _fail(name, f"expected a string, got {value!r}")
+    elif name == "regress_ranges":
+        ok = isinstance(value, tuple) and all(
+            isinstance(r, (tuple, list))
+            and len(r) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in r)
+            for r in value
+        )
+        if not ok:
+            _fail(name, f"expected a list of [lower, upper] number pairs, got {value!r}")
+
+
+__all__ = ["BACKBONES", "ModelConfig"]

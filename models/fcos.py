@@ -1,0 +1,237 @@
+"""FCOS as the BAFE-Net reference runs it (mmdet FCOSHead defaults, BAFE_REFERENCE §3-4).
+
+Reads like torchvision's detection models: ``FCOS.forward`` = preprocess, backbone, neck,
+head, then ``head.compute_loss`` in training or ``head.postprocess`` in eval. The head is
+built from reusable pieces so BAFE-Net can swap or extend it: ``towers``/``predict`` per
+level (``forward_single``), points (``points``), assignment + losses (``compute_loss``,
+``assign_batch``) and decoding + NMS (``postprocess``). Head outputs travel as a dict of
+per-level lists (``cls``, ``reg``, ``ctr``; subclasses may add keys, e.g. ``seg``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torchvision.ops import batched_nms
+
+from irstdlab.models.backbones import build_backbone
+from irstdlab.models.config import ModelConfig
+from irstdlab.models.fcos_loss import fcos_losses
+from irstdlab.models.fcos_targets import Points, assign, distances_to_boxes, make_points
+from irstdlab.models.necks import build_neck
+from irstdlab.models.preprocess import InputNormalizer
+from irstdlab.models.registry import register
+
+HeadOutputs = dict[str, list[Tensor]]
+
+
+class Scale(nn.Module):
+    """A learnable scalar per level (mmcv Scale): bbox distances = exp(scale * conv_reg)."""
+
+    def __init__(self, value: float = 1.0) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(float(value)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.scale
+
+
+def conv_tower(in_channels: int, width: int, depth: int, groups: int) -> nn.Sequential:
+    """depth x (conv3x3 without bias, GroupNorm, ReLU): mmdet ConvModule with GN, bias='auto'."""
+    layers: list[nn.Module] = []
+    for i in range(depth):
+        layers += [
+            nn.Conv2d(in_channels if i == 0 else width, width, 3, padding=1, bias=False),
+            nn.GroupNorm(groups, width),
+            nn.ReLU(inplace=True),
+        ]
+    return nn.Sequential(*layers)
+
+
+class FCOSHead(nn.Module):
+    """Shared-across-levels FCOS head with one class (the target), as in the reference.
+
+    Centerness is predicted from the classification tower (mmdet centerness_on_reg=False);
+    distances are exp(Scale_l(conv_reg)) in input pixels (norm_on_bbox=False).
+    """
+
+    def __init__(self, cfg: ModelConfig, in_channels: int, strides: list[int]) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.strides = list(strides)
+        self.regress_ranges = cfg.level_regress_ranges()
+        if len(self.regress_ranges) != len(self.strides):
+            raise ValueError(f"model.regress_ranges: {len(self.regress_ranges)} ranges for {len(self.strides)} levels")
+        width = cfg.head_width
+        feat = width if cfg.head_depth > 0 else in_channels
+        self.cls_tower = conv_tower(in_channels, width, cfg.head_depth, cfg.norm_groups)
+        self.reg_tower = conv_tower(in_channels, width, cfg.head_depth, cfg.norm_groups)
+        self.conv_cls = nn.Conv2d(feat, 1, 3, padding=1)
+        self.conv_reg = nn.Conv2d(feat, 4, 3, padding=1)
+        self.conv_centerness = nn.Conv2d(feat, 1, 3, padding=1)
+        self.scales = nn.ModuleList(Scale(1.0) for _ in self.strides)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """mmdet head init: N(0, 0.01) on every conv, zero bias, cls bias for prior_prob.
+
+        Subclasses call this after adding their modules so new convs get the same init.
+        """
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, std=0.01)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        p = self.cfg.prior_prob
+        nn.init.constant_(self.conv_cls.bias, -math.log((1 - p) / p))
+
+    # ------------------------------------------------------------------ forward
+    def predict(self, cls_feat: Tensor, reg_feat: Tensor, scale: nn.Module) -> dict[str, Tensor]:
+        """The three predictors on (possibly exchanged) tower features of one level."""
+        return {
+            "cls": self.conv_cls(cls_feat),
+            "reg": scale(self.conv_reg(reg_feat)).float().exp(),
+            "ctr": self.conv_centerness(cls_feat),
+        }
+
+    def forward_single(self, x: Tensor, scale: nn.Module, stride: int) -> dict[str, Tensor]:
+        return self.predict(self.cls_tower(x), self.reg_tower(x), scale)
+
+    def forward(self, feats: list[Tensor]) -> HeadOutputs:
+        if len(feats) != len(self.strides):
+            raise ValueError(f"head got {len(feats)} feature levels, expected {len(self.strides)}")
+        out: HeadOutputs = {}
+        for x, scale, stride in zip(feats, self.scales, self.strides):
+            for key, value in self.forward_single(x, scale, stride).items():
+                out.setdefault(key, []).append(value)
+        return out
+
+    # ------------------------------------------------------------------ points and targets
+    def points(self, head_outputs: HeadOutputs) -> Points:
+        sizes = [tuple(t.shape[-2:]) for t in head_outputs["cls"]]
+        return make_points(sizes, self.strides, self.regress_ranges, head_outputs["cls"][0].device)
+
+    def assign_batch(self, targets: list[dict[str, Tensor]], points: Points) -> tuple[Tensor, Tensor]:
+        """positive [B, P] bool and (l, t, r, b) targets [B, P, 4] for a batch."""
+        gt_index, distances = [], []
+        for i, target in enumerate(targets):
+            boxes = target.get("boxes") if isinstance(target, dict) else None
+            if boxes is None:
+                raise ValueError(f"targets[{i}]: needs a 'boxes' Tensor[N,4]")
+            boxes = torch.as_tensor(boxes, dtype=torch.float32, device=points.xy.device).reshape(-1, 4)
+            idx, dist = assign(points, boxes, self.cfg.center_sampling, self.cfg.center_sample_radius)
+            gt_index.append(idx)
+            distances.append(dist)
+        return torch.stack(gt_index) >= 0, torch.stack(distances)
+
+    def compute_loss(
+        self, head_outputs: HeadOutputs, targets: list[dict[str, Tensor]], points: Points | None = None
+    ) -> dict[str, Tensor]:
+        points = points if points is not None else self.points(head_outputs)
+        positive, target_distances = self.assign_batch(targets, points)
+        cls, reg, ctr = flatten_outputs(head_outputs)
+        return fcos_losses(
+            cls,
+            reg,
+            ctr,
+            points.xy,
+            positive,
+            target_distances,
+            focal_alpha=self.cfg.focal_alpha,
+            focal_gamma=self.cfg.focal_gamma,
+            box_kind=self.cfg.box_loss,
+        )
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def postprocess(
+        self, head_outputs: HeadOutputs, image_size: tuple[int, int], points: Points | None = None
+    ) -> list[dict[str, Tensor]]:
+        """mmdet ``_predict_by_feat_single`` + ``_bbox_post_process`` for each image.
+
+        Per level: keep sigmoid(cls) > score_thr, then the top nms_pre of those; decode and
+        clamp to ``image_size`` (H, W); score = sigmoid(cls) x sigmoid(centerness) (no sqrt);
+        drop empty boxes (mmdet min_bbox_size=0 keeps w > 0 and h > 0); NMS; max_per_img.
+        """
+        cfg = self.cfg
+        points = points if points is not None else self.points(head_outputs)
+        starts = [0] + list(torch.tensor(points.num_per_level).cumsum(0).tolist())
+        cls, reg, ctr = flatten_outputs(head_outputs)
+        results = []
+        for b in range(cls.shape[0]):
+            boxes_l, scores_l = [], []
+            for lo, hi in zip(starts[:-1], starts[1:]):
+                scores = cls[b, lo:hi].sigmoid()
+                keep = torch.nonzero(scores > cfg.score_thr).squeeze(1)
+                if keep.numel() > cfg.nms_pre:
+                    keep = keep[scores[keep].topk(cfg.nms_pre).indices]
+                idx = keep + lo
+                boxes_l.append(distances_to_boxes(points.xy[idx], reg[b, idx], image_size))
+                scores_l.append(scores[keep] * ctr[b, idx].sigmoid())
+            boxes, scores = torch.cat(boxes_l), torch.cat(scores_l)
+            valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+            boxes, scores = boxes[valid], scores[valid]
+            labels = torch.ones_like(scores, dtype=torch.int64)
+            keep = batched_nms(boxes, scores, labels, cfg.nms_thr)[: cfg.max_per_img]
+            results.append({"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]})
+        return results
+
+
+def flatten_outputs(head_outputs: HeadOutputs) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-level maps -> cls [B, P], reg [B, P, 4], ctr [B, P] in point order."""
+    def cat(maps: list[Tensor]) -> Tensor:
+        return torch.cat([m.permute(0, 2, 3, 1).reshape(m.shape[0], -1, m.shape[1]) for m in maps], dim=1)
+
+    return cat(head_outputs["cls"])[..., 0], cat(head_outputs["reg"]), cat(head_outputs["ctr"])[..., 0]
+
+
+class FCOS(nn.Module):
+    """Single-stage detector: preprocess -> backbone -> neck -> head.
+
+    ``forward(images, targets=None)``: images float Tensor[B,1,H,W] of raw grey 0..255.
+    Training with targets -> dict of losses; otherwise a list of {boxes, scores, labels}
+    per image, boxes xyxy in input pixels, labels 1 (the single "target" class; 0 is
+    background, as in torchvision).
+    """
+
+    in_channels = 1
+
+    def __init__(self, preprocess: nn.Module, backbone: nn.Module, neck: nn.Module, head: FCOSHead) -> None:
+        super().__init__()
+        self.preprocess = preprocess
+        self.backbone = backbone
+        self.neck = neck
+        self.head = head
+
+    def forward_raw(self, images: Tensor) -> HeadOutputs:
+        """Tensor-mode forward (no loss, no decoding): what complexity profiling counts."""
+        return self.head(self.neck(self.backbone(self.preprocess(images))))
+
+    def forward(self, images: Tensor, targets: list[dict[str, Any]] | None = None) -> dict[str, Tensor] | list[dict[str, Tensor]]:
+        head_outputs = self.forward_raw(images)
+        if self.training and targets is not None:
+            if len(targets) != images.shape[0]:
+                raise ValueError(f"targets: {len(targets)} entries for a batch of {images.shape[0]} images")
+            return self.head.compute_loss(head_outputs, targets)
+        return self.head.postprocess(head_outputs, tuple(images.shape[-2:]))
+
+
+def build_parts(cfg: ModelConfig) -> tuple[InputNormalizer, nn.Module, nn.Module]:
+    """Preprocess, backbone and neck as configured (shared by every FCOS-family detector)."""
+    preprocess = InputNormalizer(cfg.input_norm, cfg.in_channel_mode)
+    backbone = build_backbone(cfg, in_channels=preprocess.out_channels)
+    neck = build_neck(cfg, backbone.out_channels, backbone.strides)
+    return preprocess, backbone, neck
+
+
+@register("fcos", "FCOS as BAFE-Net's reference host (mmdet FCOSHead; 3 levels P3-P5) or Table II baseline (5 levels P3-P7)")
+def build_fcos(cfg: ModelConfig) -> FCOS:
+    preprocess, backbone, neck = build_parts(cfg)
+    head = FCOSHead(cfg, neck.out_channels, neck.strides)
+    return FCOS(preprocess, backbone, neck, head)
+
+
+__all__ = ["FCOS", "FCOSHead", "Scale", "build_fcos", "build_parts", "conv_tower", "flatten_outputs"]
