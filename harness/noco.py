@@ -1,0 +1,172 @@
+"""Normalised-contrast (NoCo) map and mNoCoAP, the OSCAR / ODI point metric.
+
+Definition (OSCAR_LSKNET_SIRSTV2_REFERENCE.md §3; ODI ``NoCoTargets`` and
+``deepir/core/evaluation/mean_nocoap.py``), implemented from the description:
+
+* NoCo map, per GT box truncated to integers (c0, r0, c1, r1), w = c1-c0, h = r1-r0:
+  the window rows [r0-h, r1+h) x cols [c0-w, c1+w) clipped to the image; a distance
+  weight ``exp(-d^2/2)`` on a 3h x 3w grid of ``linspace(-1.5, 1.5)`` coordinates
+  (cropped like the window) times the contrast ``(I - min_window) / (max_target_cell
+  - min_window + 0.01)``; min-max normalised over the window (``+0.001`` in the
+  denominator) and *assigned* into the map, so later boxes overwrite earlier ones.
+* Matching, per image in score order: a detection becomes its box centre; its pixel
+  is ``(np.round(cy), np.round(cx))`` (half to even; H or W clamped to H-1 / W-1).
+  TP iff NoCo there > tau (strict) and the first GT box in annotation order that
+  contains the centre (closed interval) is uncovered; that GT becomes covered.
+  Everything else is FP; there is no IoU anywhere.
+* NoCoAP(tau) = VOC area AP pooled over the data set; mNoCoAP = mean over
+  tau = 0.1 ... 0.9. With no GT at all, AP is 0 (as ODI's ``eval_mnocoap``).
+
+Choices where the original is undefined: a box whose integer target cell is empty
+(zero width/height) leaves the map unchanged (ODI raises, BAFE-Net stops painting
+the image); the target cell is clipped to the image (ODI's negative slice wraps).
+
+Not implemented, documented for comparison: BAFE-Net's copy of this metric
+(``mnocoap_det_metric.py`` / ``Seg2DetTargets.py``) reads boxes and detection
+centres as (y, x): the point look-up and point-in-box tests cancel out, but the
+contrast window is read from the transposed pixels of the 512x512 *network input*
+while boxes stay in original coordinates, and an empty target cell abandons the
+image's remaining boxes. With GT-box oracle detections on SIRST-V2 test_full it
+gives 0.31-0.36 against ODI's 0.7365, so its numbers are not comparable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from irstdlab.harness.metrics import (
+    TieOrder,
+    _check_lengths,
+    _to_numpy,
+    first_per_group,
+    parse_detections,
+    parse_ground_truths,
+    rank_detections,
+    summarize_ranked,
+)
+
+DEFAULT_THRESHOLDS = np.linspace(0.1, 0.9, 9)
+
+
+def _grey(image: Any, where: str) -> np.ndarray:
+    img = _to_numpy(image)
+    if img.ndim == 3:  # a colour image is averaged over channels, as ODI does
+        img = img.mean(-1)
+    if img.ndim != 2 or img.size == 0:
+        raise ValueError(f"{where}: expected an H x W (or H x W x C) image, got shape {img.shape}")
+    return img.astype(np.float64, copy=False)
+
+
+def noco_map(image_grey: Any, gt_boxes: Any, mu: float = 0.0, sigma: float = 1.0) -> np.ndarray:
+    """The GT NoCo map (float64 H x W, values in [0, 1)) of one image."""
+    img = _grey(image_grey, "image")
+    boxes = parse_ground_truths([gt_boxes])[0][0]
+    h_img, w_img = img.shape
+    out = np.zeros((h_img, w_img), np.float64)
+    for x0, y0, x1, y1 in boxes:
+        c0, r0, c1, r1 = int(x0), int(y0), int(x1), int(y1)  # int() truncates, like ODI
+        h, w = r1 - r0, c1 - c0
+        cell = img[max(r0, 0):max(r1, 0), max(c0, 0):max(c1, 0)]
+        if h <= 0 or w <= 0 or cell.size == 0:
+            continue
+        gx, gy = np.meshgrid(np.linspace(-1.5, 1.5, 3 * w), np.linspace(-1.5, 1.5, 3 * h))
+        weight = np.exp(-((np.sqrt(gx * gx + gy * gy) - mu) ** 2) / (2.0 * sigma**2))
+        wr0, wr1 = max(0, r0 - h), min(r1 + h, h_img)  # window clipped to the image
+        wc0, wc1 = max(0, c0 - w), min(c1 + w, w_img)
+        if wr1 <= wr0 or wc1 <= wc0:
+            continue
+        weight = weight[wr0 - (r0 - h): 3 * h - ((r1 + h) - wr1), wc0 - (c0 - w): 3 * w - ((c1 + w) - wc1)]
+        window = img[wr0:wr1, wc0:wc1]
+        lo = window.min()
+        noco = weight * ((window - lo) / (cell.max() - lo + 0.01))
+        out[wr0:wr1, wc0:wc1] = (noco - noco.min()) / (noco.max() - noco.min() + 0.001)
+    return out
+
+
+def _centre_pixels(boxes: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+    row, col = np.round(cy).astype(np.int64), np.round(cx).astype(np.int64)  # half to even
+    row[row == shape[0]] = shape[0] - 1  # ODI clamps only the one-past-the-end index
+    col[col == shape[1]] = shape[1] - 1
+    return cx, cy, row, col
+
+
+def evaluate_nocoap(
+    detections: Sequence[Any],
+    ground_truths: Sequence[Any],
+    images: Sequence[Any] | None = None,
+    *,
+    noco_maps: Sequence[np.ndarray] | None = None,
+    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    tie_order: TieOrder = "stable",
+) -> dict[str, Any]:
+    """mNoCoAP over a data set. Give ``images`` (grey, original resolution; the maps
+    are built here) or precomputed ``noco_maps``.
+
+    Returns ``mNoCoAP``, ``aps`` (one per threshold), ``per_threshold`` (``NoCoAP10``
+    ... ``NoCoAP90`` -> AP), ``recalls`` (final recall per threshold), ``thresholds``,
+    ``num_gts``, ``num_dets`` and ``num_images``. ``tie_order`` as in
+    ``metrics.evaluate_detections`` ("mmdet" = ODI's numpy calls).
+    """
+    dets = parse_detections(detections)
+    gts = parse_ground_truths(ground_truths)
+    if (images is None) == (noco_maps is None):
+        raise ValueError("give exactly one of images or noco_maps")
+    per_image = images if images is not None else noco_maps
+    _check_lengths(len(dets), len(gts), ("images" if images is not None else "noco_maps", len(per_image)))
+    for i, (_, ign) in enumerate(gts):
+        if ign.any():
+            raise ValueError(f"ground_truths[{i}].ignore: mNoCoAP has no ignored targets")
+    thr = np.asarray(thresholds, np.float64)
+    if thr.ndim != 1 or thr.size == 0 or not np.isfinite(thr).all():
+        raise ValueError("thresholds must be a non-empty 1-D list of numbers")
+
+    values, first_gt, img_of = [], [], []
+    for i, ((boxes, _), (gboxes, _)) in enumerate(zip(dets, gts)):
+        if images is not None:
+            nmap = noco_map(images[i], gboxes)
+        else:
+            nmap = _to_numpy(noco_maps[i]).astype(np.float64, copy=False)
+            if nmap.ndim != 2:
+                raise ValueError(f"noco_maps[{i}]: expected an H x W map, got shape {nmap.shape}")
+        cx, cy, row, col = _centre_pixels(boxes, nmap.shape)
+        # a centre outside the image scores NoCo 0 (an FP), BAFE-Net's guard; ODI would wrap or crash
+        inb = (row >= 0) & (row < nmap.shape[0]) & (col >= 0) & (col < nmap.shape[1])
+        values.append(np.where(inb, nmap[np.where(inb, row, 0), np.where(inb, col, 0)], 0.0))
+        inside = ((gboxes[None, :, 0] <= cx[:, None]) & (cx[:, None] <= gboxes[None, :, 2])
+                  & (gboxes[None, :, 1] <= cy[:, None]) & (cy[:, None] <= gboxes[None, :, 3]))
+        # the FIRST containing GT in annotation order, -1 when none (never a later one)
+        first_gt.append(np.where(inside.any(1), inside.argmax(1), -1) if len(gboxes) else np.full(len(boxes), -1))
+        img_of.append(np.full(len(boxes), i))
+
+    n = sum(len(b) for b, _ in dets)
+    value = np.concatenate(values) if n else np.zeros(0)
+    gt_idx = np.concatenate(first_gt).astype(np.int64) if n else np.zeros(0, np.int64)
+    img = np.concatenate(img_of) if n else np.zeros(0, np.int64)
+    scores = np.concatenate([s for _, s in dets]) if n else np.zeros(0)
+    pos, order = rank_detections([s for _, s in dets], tie_order)
+    num_gts = sum(len(b) for b, _ in gts)
+    g_stride = max((len(b) for b, _ in gts), default=0) + 1
+
+    aps, recalls = [], []
+    for tau in thr:
+        cand = np.flatnonzero((value > tau) & (gt_idx >= 0))
+        tp = np.zeros(n, bool)
+        tp[cand[first_per_group(img[cand] * g_stride + gt_idx[cand], pos[cand])]] = True
+        r = summarize_ranked(tp[order].astype(np.float64), (~tp)[order].astype(np.float64),
+                             scores[order], num_gts, "area")
+        aps.append(r["ap"] if num_gts > 0 else 0.0)
+        recalls.append(r["recall"])
+    return {
+        "mNoCoAP": float(np.mean(aps)),
+        "aps": aps,
+        "per_threshold": {f"NoCoAP{int(round(t * 100)):02d}": ap for t, ap in zip(thr, aps)},
+        "recalls": recalls,
+        "thresholds": thr.tolist(),
+        "num_gts": int(num_gts),
+        "num_dets": int(n),
+        "num_images": len(gts),
+    }
