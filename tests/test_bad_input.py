@@ -264,3 +264,18 @@ def test_console_script_subprocess_one_line(corpus, tmp_path):
     assert lines == [f"irstdlab: error: {corpus / 'SIRST' / 'BBox' / 'Misc_100.xml'}: malformed XML "
                      f"(no element found: line 1, column 20)"]
     assert "Traceback" not in proc.stderr and not (tmp_path / "p.png").exists()
+
+
+def test_xml_size_disagrees_with_image(corpus):
+    path = corpus / "SIRST" / "BBox" / "Misc_100.xml"
+    path.write_text(re.sub(r"<width>\d+</width>", "<width>999</width>", path.read_text(), count=1))
+    expect(lambda: load_all(corpus), path, "<size> 999x", "differs from the image's")
+
+
+def test_sixteen_bit_image_is_refused(corpus):
+    import numpy as np
+
+    path = corpus / "PNGImages" / "Misc_100.png"
+    width, height = Image.open(path).size
+    Image.fromarray(np.full((height, width), 40000, dtype=np.uint16)).save(path)
+    expect(lambda: load_all(corpus), path, "unsupported image mode")
