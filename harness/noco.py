@@ -57,7 +57,7 @@ def _grey(image: Any, where: str) -> np.ndarray:
         img = img.mean(-1)
     if img.ndim != 2 or img.size == 0:
         raise ValueError(f"{where}: expected an H x W (or H x W x C) image, got shape {img.shape}")
-    return img.astype(np.float64, copy=False)
+    return img  # windows are converted to float64 where used: a whole-image copy costs more than the map
 
 
 def noco_map(image_grey: Any, gt_boxes: Any, mu: float = 0.0, sigma: float = 1.0) -> np.ndarray:
@@ -79,9 +79,9 @@ def noco_map(image_grey: Any, gt_boxes: Any, mu: float = 0.0, sigma: float = 1.0
         if wr1 <= wr0 or wc1 <= wc0:
             continue
         weight = weight[wr0 - (r0 - h): 3 * h - ((r1 + h) - wr1), wc0 - (c0 - w): 3 * w - ((c1 + w) - wc1)]
-        window = img[wr0:wr1, wc0:wc1]
+        window = img[wr0:wr1, wc0:wc1].astype(np.float64)
         lo = window.min()
-        noco = weight * ((window - lo) / (cell.max() - lo + 0.01))
+        noco = weight * ((window - lo) / (float(cell.max()) - lo + 0.01))
         out[wr0:wr1, wc0:wc1] = (noco - noco.min()) / (noco.max() - noco.min() + 0.001)
     return out
 
