@@ -277,3 +277,30 @@ def test_both_modes_give_one_on_a_perfect_curve(n):
     recall = np.arange(1, n + 1) / n
     assert average_precision(recall, np.ones(n), "11points") == pytest.approx(1.0)
     assert average_precision(recall, np.ones(n), "area") == pytest.approx(1.0)
+
+
+def test_reference_shift_example_fails_at_half():
+    # BAFE_REFERENCE §5.1: true extent [203,36,206,40] vs the -1 shifted GT [202,35,205,39]:
+    # legacy widths 4 and heights 5 -> areas 20; intersection 3 x 4 = 12; IoU 12 / (40 - 12)
+    gt, pred = np.array([[202, 35, 205, 39.0]]), np.array([[203, 36, 206, 40.0]])
+    assert box_iou(pred, gt, legacy_coordinates=True)[0, 0] == pytest.approx(12 / 28, abs=1e-6)
+    assert evaluate_detections([(pred, [0.9])], [gt])["tp"] == 0
+
+
+@pytest.mark.shared_data
+def test_true_extent_against_reference_ground_truth(densesirst_root):
+    from irstdlab.datasets.readers import open_dataset
+
+    kw = {"split": "test_v2", "load_masks": False}
+    clean = [s.boxes for s in open_dataset("densesirst", densesirst_root, protocol="clean", **kw)]
+    shifted = [s.boxes for s in open_dataset("densesirst", densesirst_root, protocol="reference", **kw)]
+    rng = np.random.default_rng(0)
+    dets = [(b, rng.random(len(b))) for b in clean]  # a detector that finds every true extent
+    for legacy in (True, False):
+        own = evaluate_detections(dets, clean, ap_mode="area", legacy_coordinates=legacy)
+        assert own["ap"] == pytest.approx(1.0) and own["recall"] == 1.0
+    legacy = evaluate_detections(dets, shifted, ap_mode="area", legacy_coordinates=True)
+    exact = evaluate_detections(dets, shifted, ap_mode="area", legacy_coordinates=False)
+    # the released protocol's -1 shift fails most tiny targets, even with lenient +1 areas
+    assert exact["recall"] < legacy["recall"] < 0.5
+    assert legacy["num_gts"] == sum(len(b) for b in clean)
