@@ -1,0 +1,179 @@
+"""Sample -> Sample transforms (resize protocols, flip), a pipeline builder and the batch collate.
+
+Every transform returns a NEW ``Sample`` (the input is never mutated, so a reader's cache
+stays valid) and records what it did in ``sample.meta``: ``scale`` = (sy, sx) from the
+original image, ``pad`` = (bottom, right), ``input_size`` = (H, W) fed to the model,
+``flip`` = bool.  Random transforms take an explicit ``numpy.random.Generator`` so a
+trainer can make every sample reproducible from (seed, epoch, index).
+
+Normalisation is deliberately NOT a data transform: our detectors normalise inside the
+model (as torchvision's detection models do), so a checkpoint carries its own
+preprocessing and the data pipeline stays the same for every model.  ``collate_detection``
+therefore hands raw 0..255 floats to the model.
+
+Two resize protocols (see DESIGN.md "Two protocols"):
+
+* ``reference``: what the released BAFE-Net code does: squash to ``size x size`` (cv2
+  bilinear), boxes scaled anisotropically by (S/W, S/H) and clipped to the image, sky and
+  target maps nearest.
+* ``clean``: keep the aspect ratio (long edge = ``size``), pad bottom/right to
+  ``size x size`` with 0 for the image and target mask and 255 (= ignore) for the sky map;
+  boxes scaled isotropically.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import cv2
+import numpy as np
+
+from irstdlab.datasets.sample import Sample
+
+PROTOCOLS = ("reference", "clean")
+SKY_IGNORE = 255  # sky-map value of padded pixels; segmentation losses skip it
+
+
+def _nearest(array: np.ndarray | None, width: int, height: int) -> np.ndarray | None:
+    if array is None:
+        return None
+    return cv2.resize(array, (width, height), interpolation=cv2.INTER_NEAREST)
+
+
+@dataclass(frozen=True)
+class Resize:
+    """Resize with one of the two protocols; records ``scale``, ``pad`` and ``input_size``."""
+
+    protocol: str = "reference"
+    size: int = 512
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"resize protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
+        if self.size < 1:
+            raise ValueError(f"resize size must be >= 1, got {self.size}")
+
+    def __call__(self, sample: Sample, rng: np.random.Generator | None = None) -> Sample:
+        h, w = sample.size
+        s = self.size
+        if self.protocol == "reference":
+            sy, sx = s / h, s / w
+            new_h, new_w = s, s
+        else:
+            sy = sx = s / max(h, w)
+            new_h, new_w = max(1, min(s, round(h * sy))), max(1, min(s, round(w * sx)))
+        image = cv2.resize(sample.image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+        sky = _nearest(sample.sky, new_w, new_h)
+        mask = _nearest(sample.target_mask, new_w, new_h)
+        boxes = sample.boxes * np.array([sx, sy, sx, sy], np.float32)
+        boxes = np.clip(boxes, 0, np.array([new_w, new_h, new_w, new_h], np.float32))
+        pad_b, pad_r = s - new_h, s - new_w
+        if pad_b or pad_r:  # clean protocol only
+            image = np.pad(image, ((0, pad_b), (0, pad_r)), constant_values=0)
+            if sky is not None:
+                sky = np.pad(sky, ((0, pad_b), (0, pad_r)), constant_values=SKY_IGNORE)
+            if mask is not None:
+                mask = np.pad(mask, ((0, pad_b), (0, pad_r)), constant_values=0)
+        meta = dict(sample.meta, scale=(sy, sx), pad=(pad_b, pad_r), input_size=(s, s), protocol=self.protocol)
+        return Sample(sample.id, image, boxes.astype(np.float32), sky, mask, sample.orig_size, meta)
+
+
+@dataclass(frozen=True)
+class HorizontalFlip:
+    """Mirror left-right with probability ``prob``: ``x' = W - x`` (pixel-edge boxes stay exact)."""
+
+    prob: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.prob <= 1.0:
+            raise ValueError(f"flip probability must be in [0, 1], got {self.prob}")
+
+    def __call__(self, sample: Sample, rng: np.random.Generator | None = None) -> Sample:
+        rng = rng if rng is not None else np.random.default_rng()
+        flip = bool(rng.random() < self.prob)
+        already = bool(sample.meta.get("flip", False))
+        if not flip:
+            return sample.copy(meta=dict(sample.meta, flip=already))
+        w = sample.size[1]
+        boxes = sample.boxes.copy()
+        boxes[:, [0, 2]] = w - sample.boxes[:, [2, 0]]
+
+        def mirror(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else np.ascontiguousarray(a[:, ::-1])
+
+        return Sample(sample.id, mirror(sample.image), boxes, mirror(sample.sky), mirror(sample.target_mask),
+                      sample.orig_size, dict(sample.meta, flip=not already))
+
+
+Transform = Callable[[Sample, "np.random.Generator | None"], Sample]
+
+
+class Compose:
+    """Apply transforms in order, threading one generator through the random ones."""
+
+    def __init__(self, transforms: Sequence[Transform]):
+        self.transforms = list(transforms)
+
+    def __call__(self, sample: Sample, rng: np.random.Generator | None = None) -> Sample:
+        rng = rng if rng is not None else np.random.default_rng()
+        for transform in self.transforms:
+            sample = transform(sample, rng)
+        return sample
+
+    def __repr__(self) -> str:
+        return f"Compose({self.transforms!r})"
+
+
+@dataclass(frozen=True)
+class TransformConfig:
+    """What the trainer asks for; ``build_transforms`` turns it into a pipeline."""
+
+    protocol: str = "reference"
+    size: int = 512
+    flip_prob: float = 0.5
+
+
+def build_transforms(cfg: TransformConfig, train: bool, augment: Sequence[Transform] = ()) -> Compose:
+    """Train: resize, flip, then ``augment`` (e.g. BAG-CP, which needs the final geometry).
+    Eval: resize only (no flip, no augmentation)."""
+    steps: list[Transform] = [Resize(cfg.protocol, cfg.size)]
+    if train:
+        if cfg.flip_prob > 0:
+            steps.append(HorizontalFlip(cfg.flip_prob))
+        steps.extend(augment)
+    return Compose(steps)
+
+
+def collate_detection(samples: Sequence[Sample]):
+    """Batch same-size samples: ``(images [B,1,H,W] float32 0..255, targets, metas)``.
+
+    ``targets[i]`` has ``boxes`` (float32 Nx4) and, when present, ``sky`` (uint8 HxW,
+    0/1/255) and ``target_mask`` (uint8 HxW).  ``metas[i]`` has ``id``, ``orig_size``,
+    ``scale``, ``flip``, ``pad`` (what a model needs to map boxes back to the original image).
+    """
+    import torch
+
+    if not samples:
+        raise ValueError("collate_detection: empty batch")
+    sizes = {s.size for s in samples}
+    if len(sizes) > 1:
+        detail = ", ".join(f"{s.id}: {s.size}" for s in samples)
+        raise ValueError(f"collate_detection: samples of one batch must share a size (resize first); got {detail}")
+    images = torch.from_numpy(np.stack([s.image for s in samples])).unsqueeze(1).float()
+    targets, metas = [], []
+    for s in samples:
+        target = {"boxes": torch.from_numpy(np.ascontiguousarray(s.boxes, np.float32)).reshape(-1, 4)}
+        if s.sky is not None:
+            target["sky"] = torch.from_numpy(np.ascontiguousarray(s.sky, np.uint8))
+        if s.target_mask is not None:
+            target["target_mask"] = torch.from_numpy(np.ascontiguousarray(s.target_mask, np.uint8))
+        targets.append(target)
+        metas.append({
+            "id": s.id,
+            "orig_size": tuple(s.orig_size),
+            "scale": tuple(s.meta.get("scale", (1.0, 1.0))),
+            "flip": bool(s.meta.get("flip", False)),
+            "pad": tuple(s.meta.get("pad", (0, 0))),
+        })
+    return images, targets, metas
