@@ -1,0 +1,144 @@
+"""Resize protocols, flip, pipeline builder and the detection collate."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from irstdlab.datasets.sample import Sample
+from irstdlab.datasets.transforms import (
+    Compose,
+    HorizontalFlip,
+    Resize,
+    TransformConfig,
+    build_transforms,
+    collate_detection,
+)
+
+
+def _sample(h: int = 200, w: int = 300, seed: int = 0) -> Sample:
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, (h, w), dtype=np.uint8)
+    sky = np.zeros((h, w), np.uint8)
+    sky[: h // 2] = 1
+    mask = np.zeros((h, w), np.uint8)
+    mask[10:13, 20:24] = 1
+    mask[50:55, w - 3 : w] = 1
+    boxes = np.array([[20, 10, 24, 13], [w - 3, 50, w, 55], [0.5, 1.25, 7.75, 9.5]], np.float32)
+    return Sample("s", image, boxes, sky, mask)
+
+
+def test_reference_squashes_and_scales_boxes_anisotropically():
+    s = _sample()
+    before = s.copy()
+    out = Resize("reference", 512)(s)
+    sx, sy = 512 / 300, 512 / 200
+    assert out.image.shape == (512, 512) and out.image.dtype == np.uint8
+    np.testing.assert_allclose(out.boxes, before.boxes * np.array([sx, sy, sx, sy], np.float32), rtol=1e-6)
+    assert out.meta["scale"] == (sy, sx) and out.meta["pad"] == (0, 0) and out.meta["input_size"] == (512, 512)
+    assert out.orig_size == (200, 300)
+    # the input is never mutated
+    for name in ("image", "boxes", "sky", "target_mask"):
+        np.testing.assert_array_equal(getattr(s, name), getattr(before, name))
+
+
+def test_reference_clips_boxes_to_the_image():
+    s = _sample()
+    s.boxes = np.array([[-4, -2, 10, 10], [290, 190, 310, 205]], np.float32)
+    out = Resize("reference", 100)(s)
+    assert out.boxes.min() >= 0 and out.boxes[:, [0, 2]].max() <= 100 and out.boxes[:, [1, 3]].max() <= 100
+    np.testing.assert_allclose(out.boxes[1], [290 / 3, 95, 100, 100], rtol=1e-6)
+
+
+def test_maps_are_resized_nearest():
+    s = _sample()
+    s.sky = np.random.default_rng(1).integers(0, 2, s.sky.shape, dtype=np.uint8)
+    out = Resize("reference", 512)(s)
+    assert set(np.unique(out.sky)) <= {0, 1} and set(np.unique(out.target_mask)) <= {0, 1}
+    # nearest: every output pixel copies an input pixel of the sky map (check a few exactly)
+    rows = np.floor(np.arange(512) * 200 / 512).astype(int)
+    cols = np.floor(np.arange(512) * 300 / 512).astype(int)
+    np.testing.assert_array_equal(out.sky, s.sky[rows][:, cols])
+
+
+def test_clean_keeps_aspect_and_pads_bottom_right():
+    s = _sample(200, 300)
+    out = Resize("clean", 512)(s)
+    scale = 512 / 300
+    new_h = round(200 * scale)  # 341
+    assert out.image.shape == (512, 512)
+    assert out.meta["scale"] == (scale, scale) and out.meta["pad"] == (512 - new_h, 0)
+    np.testing.assert_allclose(out.boxes, s.boxes * scale, rtol=1e-6)
+    assert (out.image[new_h:] == 0).all()
+    assert (out.sky[new_h:] == 255).all() and set(np.unique(out.sky[:new_h])) <= {0, 1}
+    assert (out.target_mask[new_h:] == 0).all()
+    tall = Resize("clean", 128)(_sample(300, 150))
+    assert tall.meta["pad"] == (0, 64) and (tall.sky[:, 64:] == 255).all()
+
+
+def test_flip_geometry_and_twice_is_identity():
+    s = _sample()
+    flip = HorizontalFlip(1.0)
+    once = flip(s, np.random.default_rng(0))
+    assert once.meta["flip"] is True
+    np.testing.assert_array_equal(once.image, s.image[:, ::-1])
+    np.testing.assert_allclose(once.boxes[:, 0], 300 - s.boxes[:, 2])
+    np.testing.assert_allclose(once.boxes[:, 2], 300 - s.boxes[:, 0])
+    # the flipped mask's component still matches the flipped box exactly (pixel-edge geometry)
+    ys, xs = np.nonzero(once.target_mask[:20])
+    assert (xs.min(), xs.max() + 1) == tuple(once.boxes[0, [0, 2]].astype(int))
+    twice = flip(once, np.random.default_rng(0))
+    assert twice.meta["flip"] is False
+    for name in ("image", "boxes", "sky", "target_mask"):
+        np.testing.assert_array_equal(getattr(twice, name), getattr(s, name))
+
+
+def test_flip_probability_is_seeded():
+    s = _sample()
+    never = [HorizontalFlip(0.0)(s, np.random.default_rng(i)).meta["flip"] for i in range(20)]
+    assert not any(never)
+    flags = [HorizontalFlip(0.5)(s, np.random.default_rng(i)).meta["flip"] for i in range(40)]
+    assert flags == [HorizontalFlip(0.5)(s, np.random.default_rng(i)).meta["flip"] for i in range(40)]
+    assert 5 < sum(flags) < 35
+    with pytest.raises(ValueError, match="probability"):
+        HorizontalFlip(1.5)
+
+
+def test_build_transforms_and_collate():
+    cfg = TransformConfig(protocol="clean", size=128, flip_prob=1.0)
+    train, evaluate = build_transforms(cfg, train=True), build_transforms(cfg, train=False)
+    assert isinstance(train, Compose) and len(train.transforms) == 2 and len(evaluate.transforms) == 1
+    a = train(_sample(200, 300, seed=1), np.random.default_rng(0))
+    b = evaluate(_sample(100, 120, seed=2))
+    b.target_mask = None
+    images, targets, metas = collate_detection([a, b])
+    assert images.shape == (2, 1, 128, 128) and images.dtype == torch.float32
+    assert images.max() > 1.0  # raw 0..255: models normalise inside
+    torch.testing.assert_close(images[1, 0], torch.from_numpy(b.image).float())
+    assert targets[0]["boxes"].dtype == torch.float32 and targets[0]["boxes"].shape == (3, 4)
+    assert targets[0]["sky"].dtype == torch.uint8 and targets[0]["sky"].shape == (128, 128)
+    assert int(targets[0]["sky"].max()) == 255  # padding travels as ignore
+    assert "target_mask" in targets[0] and "target_mask" not in targets[1]
+    assert metas[0]["flip"] is True and metas[1]["flip"] is False
+    assert metas[0]["orig_size"] == (200, 300) and metas[0]["pad"] == (128 - 85, 0)
+    assert set(metas[0]) >= {"id", "orig_size", "scale", "flip", "pad"}
+
+
+def test_collate_refuses_mixed_sizes_and_bad_protocol():
+    with pytest.raises(ValueError, match="share a size"):
+        collate_detection([_sample(100, 100), _sample(100, 120)])
+    with pytest.raises(ValueError, match="protocol"):
+        Resize("squash")
+
+
+def test_reference_resize_on_real_densesirst(densesirst_root):
+    from irstdlab.datasets.readers import DenseSIRST
+
+    reader = DenseSIRST(densesirst_root, split="train_v2")
+    s = reader.sample("Misc_40") if "Misc_40" in reader.ids else reader[0]
+    out = Resize("reference", 512)(s)
+    h, w = s.size
+    expected = np.clip(s.boxes * np.array([512 / w, 512 / h] * 2, np.float32), 0, 512)
+    np.testing.assert_allclose(out.boxes, expected, rtol=1e-6)
+    assert out.sky.shape == (512, 512) and set(np.unique(out.sky)) <= {0, 1}
