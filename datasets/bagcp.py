@@ -303,7 +303,10 @@ class BagCP:
         else:
             patches = self._reference_patches(rng)
             requested = len(patches)
-        out = sample.copy()
+        # The sky map is shared, not copied: BAG-CP never writes it (and no transform writes in place).
+        out = Sample(sample.id, sample.image.copy(), sample.boxes.copy(), sample.sky,
+                     None if sample.target_mask is None else sample.target_mask.copy(),
+                     sample.orig_size, dict(sample.meta))
         if requested:
             space = self._space(sample)
             if cfg.recipe == "paper":

@@ -47,14 +47,12 @@ class GaussianParams:
 
 
 def _axes(sizes: np.ndarray, style: str, longest: int) -> np.ndarray:
-    """(N, longest) grid coordinates per box side; NaN past each box's own size."""
+    """(N, longest) grid coordinates per box side (values past a box's own size are unused)."""
     j = np.arange(longest)[None, :].astype(np.float64)
     n = sizes[:, None].astype(np.float64)
     if style == "reference":  # np.linspace(-1, 1, n); a 1-px side sits at -1 like linspace
-        ax = np.where(n > 1, -1.0 + 2.0 * j / np.maximum(n - 1, 1), -1.0)
-    else:  # pixel centres; a 1-px side sits at 0
-        ax = (2.0 * j + 1.0) / n - 1.0
-    return np.where(j < n, ax, np.nan)
+        return np.where(n > 1, -1.0 + 2.0 * j / np.maximum(n - 1, 1), -1.0)
+    return (2.0 * j + 1.0) / n - 1.0  # pixel centres; a 1-px side sits at 0
 
 
 def gaussian_weights_padded(shapes, rng: np.random.Generator, params: GaussianParams) -> np.ndarray:
@@ -72,16 +70,18 @@ def gaussian_weights_padded(shapes, rng: np.random.Generator, params: GaussianPa
     hmax, wmax = int(hw[:, 0].max()), int(hw[:, 1].max())
     xx = (_axes(hw[:, 1], params.style, wmax) - mu[:, :1])[:, None, :]  # (N, 1, W)
     yy = (_axes(hw[:, 0], params.style, hmax) - mu[:, 1:])[:, :, None]  # (N, H, 1)
+    inside = (np.arange(hmax)[None, :, None] < hw[:, 0, None, None]) & (np.arange(wmax)[None, None, :] < hw[:, 1, None, None])
     c, s = np.cos(theta)[:, None, None], np.sin(theta)[:, None, None]
     xr = c * xx - s * yy
     yr = s * xx + c * yy
     g = np.exp(-(xr**2 / (2 * sigma[:, 0, None, None] ** 2) + yr**2 / (2 * sigma[:, 1, None, None] ** 2)))
     if params.style == "reference":
-        g = g - np.nanmin(g, axis=(1, 2), keepdims=True)
-    peak = np.nanmax(g, axis=(1, 2), keepdims=True)
+        g = g - np.where(inside, g, np.inf).min(axis=(1, 2), keepdims=True)
+    g = np.where(inside, g, 0.0)
+    peak = g.max(axis=(1, 2), keepdims=True)
     flat = peak <= 1e-12  # constant patch (1x1 box): the reference's 0/0; see module docstring
-    g = np.where(flat, 1.0, g / np.where(flat, 1.0, peak))
-    return np.nan_to_num(g, nan=0.0).astype(np.float32)  # NaN only outside each box
+    g = np.where(flat, inside, g / np.where(flat, 1.0, peak))
+    return g.astype(np.float32)
 
 
 def gaussian_weights_batch(shapes, rng: np.random.Generator, params: GaussianParams) -> list[np.ndarray]:

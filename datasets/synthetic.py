@@ -74,6 +74,13 @@ class SyntheticConfig:
         if unknown:
             raise DatasetError(None, f"synthetic: unknown option(s) {unknown}; known: {sorted(known)}")
         values = {**PRESETS[difficulty], **{k: v for k, v in overrides.items() if v is not None}}
+        size = values.get("size", 128)
+        try:  # an int side, or (H, W) from Python, YAML or JSON
+            values["size"] = int(size) if np.ndim(size) == 0 else tuple(int(v) for v in size)
+        except (TypeError, ValueError):
+            raise DatasetError(None, f"synthetic size={size!r}: expected an int or (H, W)") from None
+        if isinstance(values["size"], tuple) and len(values["size"]) != 2:
+            raise DatasetError(None, f"synthetic size={size!r}: expected an int or (H, W)")
         for key in ("contrast", "distractor_group", "clusters", "targets_per_cluster", "target_size",
                     "spacing", "isolated_targets", "horizon"):
             if key in values and not isinstance(values[key], tuple):
