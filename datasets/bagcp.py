@@ -333,6 +333,19 @@ class BagCP:
         return out
 
 
+def make_source(dataset: Sequence[Sample], transform: Callable | None = None) -> Callable[[np.random.Generator], Sample]:
+    """The reference recipe's source: a random training sample through the same geometry
+    transforms as the destination (the released code loads it through its own resize+flip)."""
+    if len(dataset) == 0:
+        raise ValueError("BAG-CP source dataset is empty")
+
+    def source(rng: np.random.Generator) -> Sample:
+        sample = dataset[int(rng.integers(len(dataset)))]
+        return transform(sample, rng) if transform is not None else sample
+
+    return source
+
+
 def build_bagcp(config: BagCPConfig, train_samples: Sequence[Sample] | None = None,
                 source: Source | None = None, library_limit: int | None = 5000) -> BagCP:
     """Convenience: the library from ``train_samples`` for the paper recipe, else the source."""
@@ -344,4 +357,4 @@ def build_bagcp(config: BagCPConfig, train_samples: Sequence[Sample] | None = No
     return BagCP(config, library=library, source=source)
 
 
-__all__ = ["BagCP", "BagCPConfig", "TargetLibrary", "TABLE_III_ROWS", "TOGGLES", "RECIPES", "build_bagcp"]
+__all__ = ["BagCP", "BagCPConfig", "TargetLibrary", "TABLE_III_ROWS", "TOGGLES", "RECIPES", "build_bagcp", "make_source"]

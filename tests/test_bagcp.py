@@ -212,15 +212,19 @@ def test_no_sky_map_allows_whole_image_but_never_the_padding(library):
 def test_works_on_real_densesirst(densesirst_root):
     from irstdlab.datasets.readers import DenseSIRST
 
+    from irstdlab.datasets.bagcp import make_source
+    from irstdlab.datasets.transforms import HorizontalFlip
+
     reader = DenseSIRST(densesirst_root, split="train_v2")
     resize = Resize("reference", 512)
     real = [resize(reader[i]) for i in range(4)]
+    sources = {"list": real, "pipeline": make_source(reader, lambda s, rng: HorizontalFlip(0.5)(resize(s), rng))}
     library = TargetLibrary.from_samples([reader[i] for i in range(4)], max_size=5)
     assert len(library) > 20 and max(max(p.shape) for p in library.patches) <= 5
     rng = np.random.default_rng(0)
-    for recipe in ("paper", "reference"):
+    for recipe, source in (("paper", None), ("reference", sources["list"]), ("reference", sources["pipeline"])):
         cfg = BagCPConfig.table_iii("f", recipe=recipe)
-        aug = BagCP(cfg, library=library, source=real)
+        aug = BagCP(cfg, library=library, source=source)
         for s in real:
             _check_invariants(s, aug(s, rng), cfg)
 
