@@ -1,0 +1,188 @@
+"""Comparing groups over seeds: mean, spread, a bootstrap confidence interval of the
+mean, a paired difference for the two best groups over matching seeds, and a flag
+when intervals overlap. Blocks (protocol x dataset) are compared separately.
+
+The bootstrap is vectorised: for all groups of the same size ``n`` one matrix of
+resampling counts (B x n) is drawn and every group's B bootstrap means come from
+one matrix product. Above ``normal_above`` rows a group's bootstrap distribution of
+the mean is normal to well within display precision, so the interval is
+mean +- z * sd / sqrt(n) there (``ci_method`` says which was used).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from statistics import NormalDist
+
+import numpy as np
+import pandas as pd
+
+from irstdlab.leaderboards import query
+from irstdlab.leaderboards.errors import LeaderboardError
+
+
+@dataclass
+class GroupStat:
+    group: str
+    n: int                  # rows (trials) with a value
+    seeds: int              # distinct seeds among them
+    mean: float
+    std: float              # sample standard deviation (ddof=1); NaN for n == 1
+    ci_low: float
+    ci_high: float
+    ci_method: str          # "bootstrap", "normal" or "n=1"
+    flag: str = ""          # "best", "distinguishable", or "not distinguishable with N seeds"
+
+
+@dataclass
+class Paired:
+    a: str
+    b: str
+    n_pairs: int            # seeds present in both groups
+    mean_diff: float        # a - b, per-seed means paired by seed
+    ci_low: float
+    ci_high: float
+    distinguishable: bool   # the interval excludes 0
+
+
+@dataclass
+class CompareBlock:
+    protocol: str
+    dataset: str
+    metric: str
+    higher_is_better: bool
+    groups: list[GroupStat]
+    paired: Paired | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def bootstrap_ci(groups: list[np.ndarray], n_boot: int = 2000, confidence: float = 0.95,
+                 seed: int = 0, normal_above: int = 500) -> list[tuple[float, float, str]]:
+    """Percentile bootstrap interval of the mean for every value vector in ``groups``."""
+    rng = np.random.default_rng(seed)
+    alpha = (1.0 - confidence) / 2.0
+    z = NormalDist().inv_cdf(1.0 - alpha)
+    out: list[tuple[float, float, str]] = [(math.nan, math.nan, "n=1")] * len(groups)
+    by_size: dict[int, list[int]] = {}
+    for i, g in enumerate(groups):
+        n = len(g)
+        if n > normal_above:
+            half = z * float(np.std(g, ddof=1)) / math.sqrt(n)
+            out[i] = (float(np.mean(g)) - half, float(np.mean(g)) + half, "normal")
+        elif n >= 2:
+            by_size.setdefault(n, []).append(i)
+    for n, members in sorted(by_size.items()):
+        idx = rng.integers(0, n, size=(n_boot, n))
+        flat = (idx + n * np.arange(n_boot)[:, None]).ravel()
+        weights = np.bincount(flat, minlength=n_boot * n).reshape(n_boot, n) / n  # B x n
+        chunk = max(1, 4_000_000 // n_boot)
+        for s in range(0, len(members), chunk):
+            part = members[s:s + chunk]
+            values = np.stack([groups[i] for i in part])            # G x n
+            means = values @ weights.T                                # G x B
+            lo, hi = np.quantile(means, [alpha, 1.0 - alpha], axis=1)
+            for j, i in enumerate(part):
+                out[i] = (float(lo[j]), float(hi[j]), "bootstrap")
+    return out
+
+
+def _label(key: object, names: list[str]) -> str:
+    vals = key if isinstance(key, tuple) else (key,)
+    if len(names) == 1:
+        return str(vals[0])
+    return ", ".join(f"{n.split('.', 1)[-1]}={v}" for n, v in zip(names, vals))
+
+
+def _overlap(a: GroupStat, b: GroupStat) -> bool:
+    return a.ci_high >= b.ci_low and a.ci_low <= b.ci_high
+
+
+def compare(df: pd.DataFrame, metric: str | None = None, group_by: list[str] | None = None,
+            n_boot: int = 2000, confidence: float = 0.95, seed: int = 0) -> list[CompareBlock]:
+    """Per (protocol, dataset) block, statistics of ``metric`` per group (default: model)."""
+    if not len(df):
+        raise LeaderboardError("compare", "no rows to compare (check the filter, or --include-partial)")
+    metric = query.resolve_metric(df, metric)
+    names = [query.resolve_column(df, g) for g in (group_by or ["model"])]
+    hib = query.higher_is_better(metric)
+    out = []
+    for (protocol, dataset), sub in query.blocks(df):
+        values = pd.to_numeric(sub[metric], errors="coerce")
+        sub = sub.assign(_v=values)[values.notna().to_numpy()]
+        if not len(sub):
+            continue
+        keys = sub[names].astype(object).where(sub[names].notna(), "-")
+        grouped = list(sub.groupby([keys[c] for c in names], sort=True))
+        vecs = [g["_v"].to_numpy(dtype=float) for _, g in grouped]
+        cis = bootstrap_ci(vecs, n_boot=n_boot, confidence=confidence, seed=seed)
+        stats = []
+        for (key, g), v, (lo, hi, how) in zip(grouped, vecs, cis):
+            seeds = int(g["seed"].nunique()) if "seed" in g else 0
+            stats.append(GroupStat(_label(key, names), len(v), seeds, float(v.mean()),
+                                   float(v.std(ddof=1)) if len(v) > 1 else math.nan, lo, hi, how))
+        stats.sort(key=lambda s: s.mean, reverse=hib)
+        block = CompareBlock(protocol, dataset, metric, hib, stats)
+        best = stats[0]
+        best.flag = "best"
+        for s in stats[1:]:
+            if math.isnan(s.ci_low) or math.isnan(best.ci_low):
+                s.flag = "no interval (1 seed)"
+            elif _overlap(s, best):
+                s.flag = f"not distinguishable from best with {min(s.seeds or s.n, best.seeds or best.n)} seeds"
+            else:
+                s.flag = "distinguishable"
+        if len(stats) >= 2:
+            block.paired = _paired(grouped, names, stats[0].group, stats[1].group, n_boot, confidence, seed)
+            if block.paired is None:
+                block.notes.append(f"no paired difference: {stats[0].group} and {stats[1].group} "
+                                   "share fewer than 2 seeds")
+        out.append(block)
+    return out
+
+
+def _paired(grouped: list, names: list[str], a: str, b: str, n_boot: int, confidence: float,
+            seed: int) -> Paired | None:
+    per_seed = {}
+    for key, g in grouped:
+        label = _label(key, names)
+        if label in (a, b) and "seed" in g:
+            per_seed[label] = g.dropna(subset=["seed"]).groupby("seed")["_v"].mean()
+    if len(per_seed) < 2:
+        return None
+    common = per_seed[a].index.intersection(per_seed[b].index)
+    if len(common) < 2:
+        return None
+    d = (per_seed[a].loc[common] - per_seed[b].loc[common]).to_numpy(dtype=float)
+    (lo, hi, _), = bootstrap_ci([d], n_boot=n_boot, confidence=confidence, seed=seed)
+    return Paired(a, b, len(common), float(d.mean()), lo, hi, bool(lo > 0 or hi < 0))
+
+
+def to_frame(blocks: list[CompareBlock]) -> pd.DataFrame:
+    rows = [{"protocol": b.protocol, "dataset": b.dataset, "metric": b.metric, **asdict(s)}
+            for b in blocks for s in b.groups]
+    return pd.DataFrame(rows)
+
+
+def to_dict(blocks: list[CompareBlock]) -> list[dict]:
+    return [asdict(b) for b in blocks]
+
+
+def format_blocks(blocks: list[CompareBlock], confidence: float = 0.95) -> str:
+    pct = f"{confidence * 100:g}%"
+    lines: list[str] = []
+    for b in blocks:
+        arrow = "higher is better" if b.higher_is_better else "lower is better"
+        lines.append(f"== protocol={b.protocol}  dataset={b.dataset}  {b.metric} ({arrow}) ==")
+        frame = pd.DataFrame([{"group": s.group, "n": s.n, "seeds": s.seeds, "mean": s.mean, "std": s.std,
+                               f"{pct} CI": f"[{s.ci_low:.4f}, {s.ci_high:.4f}]" if not math.isnan(s.ci_low)
+                               else "-", "flag": s.flag} for s in b.groups])
+        lines.append(query.format_table(frame, list(frame.columns), width=64))
+        if b.paired:
+            p = b.paired
+            verdict = "distinguishable" if p.distinguishable else f"not distinguishable with {p.n_pairs} seeds"
+            lines.append(f"paired {p.a} - {p.b} over {p.n_pairs} matching seeds: {p.mean_diff:+.4f} "
+                         f"{pct} CI [{p.ci_low:+.4f}, {p.ci_high:+.4f}] -> {verdict}")
+        lines += b.notes
+        lines.append("")
+    return "\n".join(lines).rstrip()
