@@ -1,0 +1,538 @@
+"""Search-space YAML -> a validated :class:`SearchSpace`.
+
+A space file reads like the space (see ``quickstart.yaml``)::
+
+    base: quickstart                 # a preset name, or a config file relative to this file
+    overrides: {data.size: 128}      # fixed values on top of the base (dotted keys)
+    parameters:                      # sampled in this order; each has exactly one distribution
+      model.name: {choice: [bafenet, fcos]}
+      model.p: {choice: [0.25, 0.5], when: {model.name: bafenet}}   # conditional
+      optim.lr: {loguniform: [1.0e-4, 1.0e-2]}
+      model.adapter_hidden: {int: [8, 128], step: 8}
+    objective: {metric: val/mAP07, mode: max}     # or a list of two for multi-objective
+    budget: {num_samples: 8, max_epochs: 3, grace_period: 1, reduction_factor: 2}
+    seeds: 1                         # every sampled configuration runs with seeds 0..N-1
+    sampler: optuna                  # optuna (TPE) | random | grid
+    searcher_seed: 0
+
+Everything is checked against the ``TrialConfig`` tree (``configtree.field_paths``) when the
+file is loaded: an unknown path, a value the config rejects, an empty choice, a bad range or a
+``when`` on an unknown parameter is one :class:`ConfigError` ``<file>:<line>: <key>: <problem>``.
+
+The space turns into a picklable, top-level define-by-run object (:class:`DefineByRun`) for
+Ray's ``OptunaSearch`` (notes E6: lambdas and ``__main__`` functions break checkpointing), or
+into the explicit list of grid points for ``sampler: grid``.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+
+from irstdlab.harness import configtree
+from irstdlab.harness.errors import ConfigError
+
+DISTRIBUTIONS = ("choice", "uniform", "loguniform", "int")
+SAMPLERS = ("optuna", "random", "grid")
+TOP_KEYS = ("name", "description", "base", "preset", "config", "overrides", "parameters", "objective",
+            "budget", "seeds", "sampler", "searcher_seed")
+BUDGET_KEYS = ("num_samples", "max_epochs", "grace_period", "reduction_factor")
+# Keys the trainable adds to a Tune config beside the sampled parameters.
+SEED_INDEX_KEY = "__trial_index__"  # ray.tune.search.Repeater's name for the repeat index
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One searched config leaf: a dotted ``path`` and its distribution."""
+
+    path: str
+    kind: Literal["choice", "uniform", "loguniform", "int"]
+    values: tuple[Any, ...] = ()  # choice
+    low: float = 0.0
+    high: float = 0.0
+    step: float | None = None
+    when: tuple[tuple[str, tuple[Any, ...]], ...] = ()  # (parameter path, allowed values), all must hold
+
+    def active(self, sampled: dict[str, Any]) -> bool:
+        return all(path in sampled and sampled[path] in allowed for path, allowed in self.when)
+
+    def grid_values(self) -> list[Any]:
+        if self.kind == "choice":
+            return list(self.values)
+        if self.kind == "int":
+            return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
+        raise ConfigError(f"{self.path}: a grid needs 'choice' or 'int' values, not '{self.kind}'")
+
+    def suggest(self, trial: Any) -> Any:
+        """Draw this parameter from an ``optuna.Trial``."""
+        if self.kind == "choice":
+            return trial.suggest_categorical(self.path, list(self.values))
+        if self.kind == "int":
+            return trial.suggest_int(self.path, int(self.low), int(self.high), step=int(self.step or 1))
+        if self.kind == "loguniform":
+            return trial.suggest_float(self.path, self.low, self.high, log=True)
+        return trial.suggest_float(self.path, self.low, self.high, step=self.step)
+
+    def distribution(self) -> Any:
+        """The matching ``optuna.distributions`` object (for the journal mirror)."""
+        from optuna import distributions as d
+
+        if self.kind == "choice":
+            return d.CategoricalDistribution(list(self.values))
+        if self.kind == "int":
+            return d.IntDistribution(int(self.low), int(self.high), step=int(self.step or 1))
+        return d.FloatDistribution(self.low, self.high, log=self.kind == "loguniform", step=self.step)
+
+
+@dataclass(frozen=True)
+class Objective:
+    metric: str
+    mode: Literal["max", "min"]
+
+
+@dataclass(frozen=True)
+class Budget:
+    num_samples: int = 8  # sampled configurations (each runs `seeds` times)
+    max_epochs: int = 3  # full fidelity; sets schedule.epochs
+    grace_period: int = 1  # ASHA: epochs before the first cut
+    reduction_factor: int = 2
+
+
+class DefineByRun:
+    """Optuna define-by-run space: a top-level class so that Ray can pickle the searcher."""
+
+    def __init__(self, parameters: tuple[Parameter, ...]) -> None:
+        self.parameters = parameters
+
+    def __call__(self, trial: Any) -> None:
+        sampled: dict[str, Any] = {}
+        for param in self.parameters:
+            if param.active(sampled):
+                sampled[param.path] = param.suggest(trial)
+        return None  # no constants: the seed index comes from the Repeater / the grid
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    name: str
+    source: str  # file the space came from (error messages, provenance)
+    base: str | None  # preset name or resolved config path
+    overrides: dict[str, Any]
+    parameters: tuple[Parameter, ...]
+    objectives: tuple[Objective, ...]
+    budget: Budget
+    seeds: int = 1
+    sampler: Literal["optuna", "random", "grid"] = "optuna"
+    searcher_seed: int = 0
+    description: str = ""
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def metric(self) -> str:
+        return self.objectives[0].metric
+
+    @property
+    def mode(self) -> str:
+        return self.objectives[0].mode
+
+    @property
+    def space_hash(self) -> str:
+        """Hash of what was searched (not of the budget's sample count, which flags may change)."""
+        spec = {k: v for k, v in self.raw.items() if k not in ("name", "description", "budget")}
+        spec["budget"] = {k: v for k, v in dict(self.raw.get("budget") or {}).items() if k != "num_samples"}
+        text = json.dumps(spec, sort_keys=True, default=str, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def define_by_run(self) -> DefineByRun:
+        return DefineByRun(self.parameters)
+
+    def grid(self) -> list[dict[str, Any]]:
+        """Every combination of the parameters' values, inactive conditionals left out, deduplicated."""
+        points: list[dict[str, Any]] = [{}]
+        for param in self.parameters:
+            values = param.grid_values()
+            nxt = []
+            for point in points:
+                nxt.extend({**point, param.path: v} for v in values) if param.active(point) else nxt.append(point)
+            points = nxt
+        seen, out = set(), []
+        for point in points:
+            key = json.dumps(point, sort_keys=True, default=str)
+            if key not in seen:
+                seen.add(key)
+                out.append(point)
+        return out
+
+    def num_trials(self, num_samples: int | None = None) -> int:
+        configs = len(self.grid()) if self.sampler == "grid" else self.budget.num_samples
+        if num_samples is not None:
+            configs = min(configs, num_samples) if self.sampler == "grid" else num_samples
+        return configs * self.seeds
+
+    def base_dict(self) -> dict[str, Any]:
+        """Base config + fixed overrides + the budget's epochs, as a plain nested dict."""
+        from irstdlab.harness.config import load_source
+
+        raw, _ = load_source(self.base)
+        raw = copy.deepcopy(raw)
+        for path, value in self.overrides.items():
+            configtree.set_path(raw, path.split("."), value)
+        configtree.set_path(raw, ["schedule", "epochs"], self.budget.max_epochs)
+        return raw
+
+    def config_dict(self, params: dict[str, Any], seed: int = 0) -> dict[str, Any]:
+        raw = self.base_dict()
+        for path, value in params.items():
+            configtree.set_path(raw, path.split("."), value)
+        configtree.set_path(raw, ["train", "seed"], int(seed))
+        return raw
+
+    def trial_config(self, params: dict[str, Any], seed: int = 0) -> Any:
+        """The validated ``TrialConfig`` of one sampled point and seed."""
+        from irstdlab.harness.config import TrialConfig
+
+        return TrialConfig.from_dict(self.config_dict(params, seed), f"{self.source} at {params}")
+
+
+# ----------------------------------------------------------------------------------------- loading
+def builtin_names() -> list[str]:
+    folder = resources.files("irstdlab.search_spaces")
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def resolve(name_or_path: str | None) -> tuple[str, str, Path | None]:
+    """A shipped space name or a YAML path -> (text, label, folder for relative paths)."""
+    name_or_path = name_or_path or "quickstart"
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"{path}: search space file not found")
+        return path.read_text(), str(path), path.resolve().parent
+    if name_or_path not in builtin_names():
+        raise ConfigError(f"{name_or_path}: neither a YAML file nor a shipped search space "
+                          f"(shipped: {', '.join(builtin_names())})")
+    text = (resources.files("irstdlab.search_spaces") / f"{name_or_path}.yaml").read_text()
+    return text, f"search_spaces/{name_or_path}.yaml", None
+
+
+def load(name_or_path: str | None = None) -> SearchSpace:
+    """Load and validate a search space (default: the shipped ``quickstart``)."""
+    text, label, folder = resolve(name_or_path)
+    default_name = Path(label).stem
+    return parse(text, label, folder, default_name)
+
+
+def _line_map(text: str) -> dict[str, int]:
+    """Dotted key path -> 1-based line, from the YAML node tree (for error messages)."""
+    lines: dict[str, int] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                key = f"{prefix}{key_node.value}"
+                lines.setdefault(key, key_node.start_mark.line + 1)
+                walk(value_node, key + "/")
+
+    try:
+        walk(yaml.compose(text, Loader=yaml.SafeLoader), "")
+    except yaml.YAMLError:
+        pass
+    return lines
+
+
+class _Errors:
+    """Builds ``<file>:<line>: <key>: <problem>`` messages."""
+
+    def __init__(self, label: str, lines: dict[str, int]) -> None:
+        self.label, self.lines = label, lines
+
+    def __call__(self, key: str, problem: str) -> ConfigError:
+        line = self.lines.get(key)
+        where = f"{self.label}:{line}" if line else self.label
+        return ConfigError(f"{where}: {key.replace('/', ': ', 1)}: {problem}")
+
+
+def parse(text: str, label: str = "<space>", folder: Path | None = None, default_name: str = "search") -> SearchSpace:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{label}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{label}: expected a mapping with 'parameters', 'objective', 'budget'...")
+    err = _Errors(label, _line_map(text))
+    for key in raw:
+        if key not in TOP_KEYS:
+            raise err(str(key), f"unknown key; valid keys are {', '.join(TOP_KEYS)}")
+
+    base = _base(raw, folder, err)
+    from irstdlab.harness.config import TrialConfig
+
+    leaves = configtree.field_paths(TrialConfig)
+    overrides = raw.get("overrides") or {}
+    if not isinstance(overrides, dict):
+        raise err("overrides", "expected a mapping of dotted config keys to values")
+    for path in overrides:
+        _check_path(str(path), leaves, err, f"overrides/{path}")
+    budget = _budget(raw.get("budget") or {}, err)
+    seeds = _positive_int(raw.get("seeds", 1), "seeds", err)
+    sampler = raw.get("sampler", "optuna")
+    if sampler not in SAMPLERS:
+        raise err("sampler", f"{sampler!r} is not one of {', '.join(SAMPLERS)}")
+    searcher_seed = raw.get("searcher_seed", 0)
+    if isinstance(searcher_seed, bool) or not isinstance(searcher_seed, int) or searcher_seed < 0:
+        raise err("searcher_seed", f"expected an integer >= 0, got {searcher_seed!r}")
+    objectives = _objectives(raw.get("objective"), err)
+
+    space = SearchSpace(
+        name=str(raw.get("name") or default_name), source=label, base=base, overrides=dict(overrides),
+        parameters=(), objectives=objectives, budget=budget, seeds=seeds, sampler=sampler,
+        searcher_seed=searcher_seed, description=str(raw.get("description") or ""), raw=raw,
+    )
+    base_raw = _validated_base(space, err)
+    params = _parameters(raw.get("parameters"), leaves, base_raw, err)
+    space = SearchSpace(**{**space.__dict__, "parameters": params})
+    if sampler == "grid":
+        try:
+            space.grid()
+        except ConfigError as exc:
+            raise err(f"parameters/{str(exc).split(':')[0]}", str(exc).split(": ", 1)[1]) from None
+    return space
+
+
+def _base(raw: dict[str, Any], folder: Path | None, err: _Errors) -> str | None:
+    given = [k for k in ("base", "preset", "config") if raw.get(k) is not None]
+    if len(given) > 1:
+        raise err(given[1], f"give one of base / preset / config, not {' and '.join(given)}")
+    if not given:
+        return None
+    value = raw[given[0]]
+    if not isinstance(value, str):
+        raise err(given[0], f"expected a preset name or a config file path, got {value!r}")
+    from irstdlab.harness.config import preset_names
+
+    if given[0] == "preset" or (given[0] == "base" and not value.endswith((".yaml", ".yml"))):
+        if value not in preset_names():
+            raise err(given[0], f"unknown preset {value!r} (presets: {', '.join(preset_names())})")
+        return value
+    path = Path(value)
+    if not path.is_absolute() and folder is not None:
+        path = folder / path
+    if not path.is_file():
+        raise err(given[0], f"config file {path} not found")
+    return str(path)
+
+
+def _check_path(path: str, leaves: dict[str, Any], err: _Errors, key: str) -> Any:
+    if path not in leaves:
+        close = difflib.get_close_matches(path, list(leaves), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise err(key, f"not a config key{hint}")
+    return leaves[path]
+
+
+def _positive_int(value: Any, key: str, err: _Errors, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise err(key, f"expected an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _budget(raw: Any, err: _Errors) -> Budget:
+    if not isinstance(raw, dict):
+        raise err("budget", "expected a mapping (num_samples, max_epochs, grace_period, reduction_factor)")
+    for key in raw:
+        if key not in BUDGET_KEYS:
+            raise err(f"budget/{key}", f"unknown key; valid keys are {', '.join(BUDGET_KEYS)}")
+    values = {k: _positive_int(v, f"budget/{k}", err, 2 if k == "reduction_factor" else 1) for k, v in raw.items()}
+    budget = Budget(**values)
+    if budget.grace_period > budget.max_epochs:
+        raise err("budget/grace_period", f"{budget.grace_period} is more than max_epochs {budget.max_epochs}")
+    return budget
+
+
+def _objectives(raw: Any, err: _Errors) -> tuple[Objective, ...]:
+    if raw is None:
+        return (Objective("val/mAP07", "max"),)
+    items = raw if isinstance(raw, list) else [raw]
+    if not 1 <= len(items) <= 2:
+        raise err("objective", f"expected one or two objectives, got {len(items)}")
+    out = []
+    for item in items:
+        if not isinstance(item, dict) or set(item) != {"metric", "mode"}:
+            raise err("objective", f"each objective is {{metric: NAME, mode: max|min}}, got {item!r}")
+        if not isinstance(item["metric"], str) or not item["metric"]:
+            raise err("objective", f"metric must be a non-empty name, got {item['metric']!r}")
+        if item["mode"] not in ("max", "min"):
+            raise err("objective", f"mode must be max or min, got {item['mode']!r}")
+        out.append(Objective(item["metric"], item["mode"]))
+    if len(out) == 2 and out[0].metric == out[1].metric:
+        raise err("objective", f"the two objectives are the same metric {out[0].metric!r}")
+    return tuple(out)
+
+
+def _validated_base(space: SearchSpace, err: _Errors) -> dict[str, Any]:
+    from irstdlab.harness.config import TrialConfig
+
+    try:
+        raw = space.base_dict()
+        TrialConfig.from_dict(raw)
+    except ConfigError as exc:
+        key = _error_key(str(exc))
+        if key in space.overrides:
+            raise err(f"overrides/{key}", str(exc).split(": ", 1)[-1]) from None
+        raise err("overrides" if space.overrides else ("base" if space.base else "budget"), str(exc)) from None
+    return raw
+
+
+def _error_key(message: str) -> str:
+    """The dotted key a configtree error names (the text before the first ': ' after any source)."""
+    parts = message.split(": ")
+    for part in parts:
+        if "." in part and " " not in part:
+            return part
+    return parts[0]
+
+
+def _parameters(raw: Any, leaves: dict[str, Any], base_raw: dict[str, Any], err: _Errors) -> tuple[Parameter, ...]:
+    if not isinstance(raw, dict) or not raw:
+        raise err("parameters", "expected a non-empty mapping of dotted config keys to distributions")
+    out: list[Parameter] = []
+    for path, spec in raw.items():
+        key = f"parameters/{path}"
+        annotation = _check_path(str(path), leaves, err, key)
+        if not isinstance(spec, dict):
+            raise err(key, f"expected a mapping with one of {', '.join(DISTRIBUTIONS)}, got {spec!r}")
+        kinds = [k for k in spec if k in DISTRIBUTIONS]
+        extra = [k for k in spec if k not in DISTRIBUTIONS + ("step", "when")]
+        if len(kinds) != 1 or extra:
+            raise err(key, f"needs exactly one of {', '.join(DISTRIBUTIONS)} (plus optional step, when); got {', '.join(map(str, spec))}")
+        kind = kinds[0]
+        param = _distribution(str(path), kind, spec, annotation, err, key)
+        param = Parameter(**{**param.__dict__, "when": _when(spec.get("when"), out, err, key)})
+        for value in _probe_values(param):
+            trial_raw = copy.deepcopy(base_raw)
+            configtree.set_path(trial_raw, str(path).split("."), value)
+            for cond_path, allowed in param.when:  # check the value where it is active
+                configtree.set_path(trial_raw, cond_path.split("."), allowed[0])
+            _check_value(trial_raw, value, err, key)
+        out.append(param)
+    return tuple(out)
+
+
+def _distribution(path: str, kind: str, spec: dict[str, Any], annotation: Any, err: _Errors, key: str) -> Parameter:
+    value = spec[kind]
+    numeric = _base_type(annotation)
+    step = spec.get("step")
+    if kind == "choice":
+        if not isinstance(value, list) or not value:
+            raise err(key, "choice: needs a non-empty list of values")
+        if step is not None:
+            raise err(key, "step: only for uniform / int")
+        if len({json.dumps(v, sort_keys=True, default=str) for v in value}) != len(value):
+            raise err(key, f"choice: repeated values in {value}")
+        if any(isinstance(v, (list, dict)) for v in value):  # Optuna choices must be scalars
+            raise err(key, "choice: values must be scalars (numbers, strings, booleans, null)")
+        return Parameter(path, "choice", values=tuple(value))
+    if not isinstance(value, list) or len(value) != 2 or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+    ):
+        raise err(key, f"{kind}: expected [low, high] numbers, got {value!r}")
+    low, high = value
+    if not low < high:
+        raise err(key, f"{kind}: low {low} must be below high {high}")
+    if kind == "int":
+        if numeric is not int:
+            raise err(key, f"int: the config field is not an integer ({_type_name(annotation)})")
+        if not all(isinstance(v, int) for v in value) or (step is not None and (not isinstance(step, int) or step < 1)):
+            raise err(key, f"int: bounds and step must be integers (step >= 1), got {value} step {step}")
+        return Parameter(path, "int", low=low, high=high, step=step)
+    if numeric is not float:
+        raise err(key, f"{kind}: the config field is not a number ({_type_name(annotation)}); use choice")
+    if kind == "loguniform":
+        if low <= 0:
+            raise err(key, f"loguniform: low must be > 0, got {low}")
+        if step is not None:
+            raise err(key, "step: not allowed with loguniform")
+    if step is not None and (not isinstance(step, (int, float)) or isinstance(step, bool) or step <= 0):
+        raise err(key, f"step: must be a number > 0, got {step!r}")
+    return Parameter(path, kind, low=float(low), high=float(high), step=None if step is None else float(step))
+
+
+def _base_type(annotation: Any) -> Any:
+    if get_origin(annotation) is not None and type(None) in get_args(annotation):
+        rest = [a for a in get_args(annotation) if a is not type(None)]
+        return rest[0] if len(rest) == 1 else None
+    return annotation
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _when(raw: Any, earlier: list[Parameter], err: _Errors, key: str) -> tuple[tuple[str, tuple[Any, ...]], ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict) or not raw:
+        raise err(key, "when: expected a mapping {parameter: value or [values]}")
+    known = {p.path: p for p in earlier}
+    out = []
+    for cond_path, allowed in raw.items():
+        if cond_path not in known:
+            raise err(key, f"when: {cond_path} is not a parameter listed above this one "
+                           f"(conditions refer to earlier choice parameters)")
+        cond = known[cond_path]
+        allowed = tuple(allowed) if isinstance(allowed, list) else (allowed,)
+        if cond.kind != "choice":
+            raise err(key, f"when: {cond_path} must be a choice parameter")
+        missing = [a for a in allowed if a not in cond.values]
+        if missing or not allowed:
+            raise err(key, f"when: {missing[0] if missing else '[]'!r} is not one of {cond_path}'s choices {list(cond.values)}")
+        out.append((cond_path, allowed))
+    return tuple(out)
+
+
+def _probe_values(param: Parameter) -> list[Any]:
+    """Values to test against the config: every choice, the ends of a range."""
+    if param.kind == "choice":
+        return list(param.values)
+    if param.kind == "int":
+        return [int(param.low), int(param.high)]
+    return [param.low, param.high]
+
+
+def _check_value(trial_raw: dict[str, Any], value: Any, err: _Errors, key: str) -> None:
+    from irstdlab.harness.config import TrialConfig
+
+    try:
+        TrialConfig.from_dict(trial_raw)
+    except ConfigError as exc:
+        raise err(key, f"value {value!r} rejected by the config: {exc}") from None
+
+
+def space_summary(space: SearchSpace) -> str:
+    """A short human description: the axes and their ranges."""
+    lines = []
+    for p in space.parameters:
+        rng = (f"{list(p.values)}" if p.kind == "choice" else f"{p.kind}[{p.low:g}, {p.high:g}]"
+               + (f" step {p.step:g}" if p.step else ""))
+        cond = " when " + ", ".join(f"{k} in {list(v)}" for k, v in p.when) if p.when else ""
+        lines.append(f"  {p.path}: {rng}{cond}")
+    return "\n".join(lines)
+
+
+def is_finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+__all__ = ["Budget", "DefineByRun", "Objective", "Parameter", "SearchSpace", "builtin_names", "load",
+           "parse", "resolve", "space_summary"]
