@@ -104,7 +104,7 @@ def _frame() -> pd.DataFrame:
     from irstdlab.leaderboards.store import concat
 
     table, _ = concat([S.row_table(r) for r in paper_rows()])
-    return S.cast_core(table).to_pandas()
+    return S.to_pandas(S.cast_core(table))
 
 
 def paper_frame() -> pd.DataFrame:

@@ -245,6 +245,13 @@ def row_table(row: Mapping[str, Any], now: dt.datetime | None = None) -> pa.Tabl
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
+def to_pandas(table: pa.Table) -> "Any":
+    """Arrow -> pandas keeping integer columns integer when they hold nulls (nullable Int64)."""
+    import pandas as pd
+
+    return table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype(), pa.int32(): pd.Int32Dtype()}.get)
+
+
 def cast_core(table: pa.Table) -> pa.Table:
     """Add missing core columns (null) and cast present ones to the declared types."""
     n = table.num_rows

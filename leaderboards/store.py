@@ -242,7 +242,7 @@ class Leaderboard:
         """
         from irstdlab.leaderboards import query
 
-        df = self.read_table(search=search).table.to_pandas()
+        df = S.to_pandas(self.read_table(search=search).table)
         if with_paper:
             from irstdlab.leaderboards.paper import paper_frame
 

@@ -1,0 +1,246 @@
+"""`irstdlab leaderboard ...`: show, compare, plot, export, merge, validate, compact.
+
+A leaderboard is given as PATH (the directory) or ``--storage DIR`` (its
+``leaderboard/`` folder; default ``$IRSTDLAB_STORAGE``). pandas/pyarrow are imported
+inside the handlers so that ``irstdlab --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+PLOT_KINDS = ("bars", "pareto", "ablation", "pr", "history")
+
+
+def _where(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", nargs="?", help="leaderboard directory (or a storage directory holding leaderboard/)")
+    p.add_argument("--storage", default=os.environ.get("IRSTDLAB_STORAGE"),
+                   help="storage directory; the leaderboard is DIR/leaderboard (default $IRSTDLAB_STORAGE)")
+
+
+def _selection(p: argparse.ArgumentParser) -> None:
+    _where(p)
+    p.add_argument("--filter", help="pandas query, e.g. \"model == 'bafenet' and param.p > 0.25\"")
+    p.add_argument("--protocol", help="only rows of this protocol (reference, clean)")
+    p.add_argument("--dataset", help="only rows of this dataset")
+    p.add_argument("--include-partial", action="store_true",
+                   help="also rows that did not finish (early-stopped, failed), flagged 'partial'")
+    p.add_argument("--with-paper", action="store_true", help="add the BAFE-Net paper's Tables II-IX as rows")
+
+
+def register(subparsers: Any) -> None:
+    lb = subparsers.add_parser("leaderboard", help="query, compare, plot and export the Parquet leaderboard",
+                               description="Query, compare, plot and export the Parquet leaderboard.")
+    sub = lb.add_subparsers(dest="lb_command", metavar="ACTION", title="actions")
+    lb.set_defaults(handler=lambda args: (lb.print_help(), 2)[1])
+
+    p = sub.add_parser("show", help="ranked table per (protocol, dataset)")
+    _selection(p)
+    p.add_argument("--by", help="metric to rank by, e.g. val/mAP07 (default val/mAP07 or test/mAP07)")
+    p.add_argument("--top", type=int, default=20, metavar="K", help="rows per block (default 20; 0 = all)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=_show)
+
+    p = sub.add_parser("compare", help="mean, s.d. and bootstrap CI per group over seeds")
+    _selection(p)
+    p.add_argument("--group-by", nargs="+", default=["model"], metavar="COL",
+                   help="model, config_hash, param.X ... (default model)")
+    p.add_argument("--metric", help="metric, e.g. val/mAP07")
+    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    p.add_argument("--confidence", type=float, default=0.95, help="interval level (default 0.95)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=_compare)
+
+    p = sub.add_parser("plot", help="PNG plots: " + ", ".join(PLOT_KINDS))
+    p.add_argument("kind", choices=PLOT_KINDS)
+    _selection(p)
+    p.add_argument("--out", help="PNG file (default leaderboard-<kind>.png)")
+    p.add_argument("--metric", help="metric, e.g. val/mAP07")
+    p.add_argument("--param", help="ablation: the searched parameter (param.X or X)")
+    p.add_argument("--group-by", nargs="+", metavar="COL", help="bars: grouping columns (default model)")
+    p.add_argument("--top", type=int, default=5, help="pr: curves of the best K rows (default 5)")
+    p.add_argument("--no-paper", action="store_true", help="ablation: do not overlay the paper's values")
+    p.set_defaults(handler=_plot)
+
+    p = sub.add_parser("export", help="paper-style md/html table, or rows as csv/parquet")
+    _selection(p)
+    p.add_argument("--format", default="md", choices=("md", "html", "csv", "parquet"))
+    p.add_argument("--out", help="output file (md/html print to stdout without it)")
+    p.add_argument("--metric", action="append", help="metric column(s) to show (repeatable; default all)")
+    p.add_argument("--group-by", nargs="+", metavar="COL", help="method columns (default model backbone)")
+    p.set_defaults(handler=_export)
+
+    p = sub.add_parser("merge", help="merge leaderboards; the newest version of each row wins")
+    p.add_argument("sources", nargs="+", metavar="SRC")
+    p.add_argument("--into", required=True, metavar="DST")
+    p.set_defaults(handler=_merge)
+
+    p = sub.add_parser("validate", help="schema check, duplicates, corrupt files (exit 1 if any problem)")
+    _where(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_validate)
+
+    p = sub.add_parser("compact", help="rewrite each search's many row files into one (faster reads)")
+    _where(p)
+    p.add_argument("--search", help="only this search")
+    p.set_defaults(handler=_compact)
+
+
+def _open(args: argparse.Namespace, must_exist: bool = True):
+    from irstdlab.leaderboards import open as open_lb
+    from irstdlab.leaderboards.errors import LeaderboardError
+
+    if args.path:
+        root = Path(args.path)
+    elif args.storage:
+        root = Path(args.storage) / "leaderboard"
+    else:
+        raise LeaderboardError("PATH", "give a leaderboard directory or --storage DIR (or set IRSTDLAB_STORAGE)")
+    lb = open_lb(root)
+    if must_exist and not lb.partitions() and not getattr(args, "with_paper", False):
+        raise LeaderboardError(lb.root, "no leaderboard here (no search=<name>/ folders)")
+    return lb
+
+
+def _frame(args: argparse.Namespace):
+    import warnings
+
+    from irstdlab.leaderboards import query
+
+    lb = _open(args)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        df = lb.read(include_partial=args.include_partial, with_paper=args.with_paper)
+    for w in caught:
+        print(f"irstdlab: warning: {w.message}", file=sys.stderr)
+    return query.select(df, filter=args.filter, include_partial=args.include_partial,
+                        protocol=args.protocol, dataset=args.dataset) if len(df) else df
+
+
+def _show(args: argparse.Namespace) -> int:
+    from irstdlab.leaderboards import query
+    from irstdlab.leaderboards.errors import LeaderboardError
+
+    df = _frame(args)
+    if not len(df):
+        raise LeaderboardError("--filter", "no rows match")
+    by = query.resolve_metric(df, args.by)
+    ranked = query.top(df, by, args.top or None)
+    if args.json:
+        out = [{"protocol": p, "dataset": d, "by": by, "total": int((df["protocol"] == p).sum()),
+                "rows": json.loads(sub.to_json(orient="records", date_format="iso"))}
+               for (p, d), sub in ranked]
+        print(json.dumps(out, indent=1))
+        return 0
+    for (protocol, dataset), sub in ranked:
+        print(f"== protocol={protocol}  dataset={dataset}  ranked by {by.split('.', 1)[1]} "
+              f"(top {len(sub)}) ==")
+        print(query.format_table(sub, query.display_columns(sub, by)))
+        print()
+    if not args.include_partial:
+        print("(full-fidelity completed rows only; --include-partial shows early-stopped and failed ones)")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from irstdlab.leaderboards import compare
+
+    blocks = compare.compare(_frame(args), args.metric, args.group_by, n_boot=args.n_boot,
+                             confidence=args.confidence)
+    if args.json:
+        print(json.dumps(compare.to_dict(blocks), indent=1, default=str))
+    else:
+        print(compare.format_blocks(blocks, args.confidence))
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from irstdlab.leaderboards import plots
+    from irstdlab.leaderboards.errors import LeaderboardError
+
+    df = _frame(args)
+    out = Path(args.out or f"leaderboard-{args.kind}.png")
+    if args.kind == "bars":
+        plots.plot_bars(df, out, args.metric, args.group_by)
+    elif args.kind == "pareto":
+        plots.plot_pareto(df, out, args.metric)
+    elif args.kind == "ablation":
+        if not args.param:
+            raise LeaderboardError("--param", "required for plot ablation")
+        paper = None
+        if not args.no_paper:
+            from irstdlab.leaderboards.paper import paper_frame
+
+            paper = paper_frame()
+        runs = df[df["source"] == "run"] if len(df) else df
+        plots.plot_ablation(runs, out, args.param, args.metric, paper)
+    elif args.kind == "pr":
+        plots.plot_pr(df, out, args.metric, args.top)
+    else:
+        plots.plot_history(df, out, args.metric)
+    print(out)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from irstdlab.leaderboards import export
+
+    result = export.export(_frame(args), args.format, args.out, args.metric, args.group_by)
+    if args.out:
+        print(args.out)
+    else:
+        print(result, end="")
+    return 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from irstdlab.leaderboards.store import merge
+
+    rep = merge(args.sources, args.into)
+    for src, n in rep.rows_in.items():
+        print(f"{src}: {n} rows")
+    for path, reason in rep.skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    print(f"{rep.into}: wrote {rep.written} rows ({rep.duplicates} keys seen more than once; newest kept)")
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from irstdlab.leaderboards.store import validate
+
+    rep = validate(_open(args))
+    if args.json:
+        print(json.dumps({**asdict(rep), "ok": rep.ok}, indent=1))
+        return 0 if rep.ok else 1
+    print(f"{rep.root}: {rep.files} files, {rep.good_files} readable, {rep.rows} rows "
+          f"({rep.superseded} superseded versions on disk)")
+    for path, reason in rep.corrupt:
+        print(f"  corrupt, skipped: {path}: {reason}")
+    for col in rep.retyped:
+        print(f"  column {col}: typed differently across files (read as strings)")
+    for key, field_name, problem in rep.invalid[:50]:
+        print(f"  invalid row {key}: {field_name}: {problem}")
+    if rep.repeated_runs:
+        print(f"  note: {rep.repeated_runs} rows share (search, config_hash, seed, protocol, dataset) "
+              "with another row")
+    if rep.stale_temp_files:
+        print(f"  note: {rep.stale_temp_files} temporary files left by interrupted writers (safe to delete)")
+    print("ok" if rep.ok else "problems found")
+    return 0 if rep.ok else 1
+
+
+def _compact(args: argparse.Namespace) -> int:
+    lb = _open(args)
+    done = lb.compact(args.search)
+    for search, n in done.items():
+        print(f"search={search}: {n} files compacted into one")
+    if not done:
+        print("nothing to compact")
+    return 0
