@@ -1,0 +1,101 @@
+"""`irstdlab models ...`: list the registered detectors, show one's size and cost.
+
+torch and the models are imported inside the handlers so `irstdlab --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from irstdlab.harness.errors import ConfigError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("models", help="list detectors, show parameters and GMACs")
+    sub = parser.add_subparsers(dest="models_command", metavar="SUBCOMMAND")
+
+    p_list = sub.add_parser("list", help="registered detector names with a one-line description")
+    p_list.set_defaults(handler=cmd_list)
+
+    p_info = sub.add_parser("info", help="parameters (all / trainable) and GMACs of one detector")
+    p_info.add_argument("name", help="a name from `irstdlab models list`")
+    p_info.add_argument("--size", type=int, default=512, help="square input side in pixels (default 512)")
+    p_info.add_argument("--backbone", default=None, help="backbone, e.g. resnet18 (default: the config default)")
+    p_info.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a model config field (YAML value), e.g. --set num_levels=3; repeatable",
+    )
+    p_info.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p_info.set_defaults(handler=cmd_info)
+
+    parser.set_defaults(handler=lambda args: _print_help(parser))
+
+
+def _print_help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from irstdlab.models import describe, list_models
+
+    names = list_models()
+    width = max((len(n) for n in names), default=0)
+    for name in names:
+        print(f"{name:<{width}}  {describe(name)}")
+    return 0
+
+
+def model_config_from_args(name: str, backbone: str | None, overrides: list[str]) -> Any:
+    """A validated ModelConfig from the CLI's name, --backbone and --set values."""
+    from irstdlab.harness.configtree import parse_override
+    from irstdlab.models import ModelConfig, list_models
+
+    if name not in list_models():
+        raise ConfigError(f"model.name: unknown model {name!r}; registered: {', '.join(list_models())}")
+    values: dict[str, Any] = {"name": name}
+    if backbone is not None:
+        values["backbone"] = backbone
+    for text in overrides:
+        keys, value = parse_override(text)
+        if keys[0] == "model":  # accept the trial-config spelling model.x=...
+            keys = keys[1:]
+        if len(keys) != 1:
+            raise ConfigError(f"--set {text!r}: model fields are flat, expected KEY=VALUE")
+        values[keys[0]] = value
+    try:
+        return ModelConfig.from_dict(values)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    if args.size <= 0:
+        raise ConfigError(f"--size: must be a positive number of pixels, got {args.size}")
+    cfg = model_config_from_args(args.name, args.backbone, args.overrides)
+
+    from irstdlab.harness.complexity import profile
+    from irstdlab.models import build
+
+    try:
+        model = build(cfg)
+    except ValueError as exc:  # e.g. model.pretrained pointing at a missing file
+        raise ConfigError(str(exc)) from None
+    report = profile(model, (args.size, args.size))
+    info = {
+        "name": cfg.name,
+        "backbone": cfg.backbone,
+        "level_strides": cfg.level_strides(),
+        "regress_ranges": [[lo, hi if hi != float("inf") else "inf"] for lo, hi in cfg.level_regress_ranges()],
+        **report.to_dict(),
+    }
+    if args.json:
+        print(json.dumps(info))
+        return 0
+    print(f"model      {cfg.name} ({cfg.backbone})")
+    print(f"levels     strides {info['level_strides']}, regress ranges {info['regress_ranges']}")
+    print(f"params     {report.params:,} ({report.params_m:.3f} M); trainable {report.trainable_params:,} ({report.trainable_params / 1e6:.3f} M)")
+    print(f"compute    {report.gmacs:.3f} GMACs (multiply-adds, the papers' 'FLOPs'), {report.gflops:.3f} GFLOPs at 1x{args.size}x{args.size}")
+    return 0
