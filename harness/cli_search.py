@@ -1,0 +1,79 @@
+"""``irstdlab search``: run, resume or preview a hyper-parameter search (see harness/search.py)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "search", help="run a Ray Tune search (Optuna + ASHA) over a YAML search space",
+        description="Run a search over SPACE (a shipped name such as quickstart, bafe_ablation, paper_grid, "
+                    "detectors, or a YAML file). Without arguments: quickstart on an embedded local Ray, CPU, "
+                    "results under ./irstdlab-runs/<name>/ and the leaderboard in ./irstdlab-runs/leaderboard/.")
+    p.add_argument("space", nargs="?", default=None, metavar="SPACE", help="search space (default: quickstart)")
+    p.add_argument("--name", help="search name (default: the space's name); names the folder under --storage")
+    p.add_argument("--storage", default="./irstdlab-runs",
+                   help="results root; on a cluster a path every node can reach (default: ./irstdlab-runs)")
+    p.add_argument("--address", help="Ray cluster to join ('auto' or an address; default: RAY_ADDRESS, "
+                                     "else an embedded local Ray on 127.0.0.1)")
+    p.add_argument("--num-samples", type=int, help="configurations to sample (grid: at most this many)")
+    p.add_argument("--max-epochs", type=int, help="override the space's full-fidelity epochs")
+    p.add_argument("--max-concurrent", type=int, help="trials running at once (default: as resources allow)")
+    p.add_argument("--workers-per-trial", type=int, default=1, help="Ray Train workers per trial (DDP)")
+    p.add_argument("--gpus-per-worker", type=float, default=0.0)
+    p.add_argument("--cpus-per-worker", type=float, default=1.0)
+    p.add_argument("--trial-backend", choices=("auto", "direct", "train"), default="auto",
+                   help="direct: the loop runs in the Tune trial; train: a nested TorchTrainer; "
+                        "auto: train only for more than one worker")
+    p.add_argument("--scheduler", choices=("asha", "none"), default="asha")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="fixed config override on top of the space, e.g. --set data.root=/data/SIRSTdevkit")
+    p.add_argument("--searcher-seed", type=int, help="override the space's searcher seed")
+    p.add_argument("--num-cpus", type=int, help="CPUs of the embedded Ray (default: all)")
+    p.add_argument("--resume", action="store_true", help="continue the search --name under --storage")
+    p.add_argument("--dry-run", action="store_true", help="validate and print the plan; start nothing")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from irstdlab.harness.errors import ConfigError
+    from irstdlab.harness.search import SearchOptions, resume_command, run_search
+    from irstdlab.harness.search_trainable import TrialResources
+
+    for flag in ("num_samples", "max_epochs", "max_concurrent", "workers_per_trial", "num_cpus"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{flag.replace('_', '-')}: must be >= 1, got {value}")
+    if args.cpus_per_worker <= 0 or args.gpus_per_worker < 0:
+        raise ConfigError("--cpus-per-worker must be > 0 and --gpus-per-worker >= 0")
+    if args.trial_backend == "direct" and args.workers_per_trial > 1:
+        raise ConfigError("--trial-backend direct runs one worker; use train (or auto) for --workers-per-trial > 1")
+    opts = SearchOptions(
+        space=args.space, name=args.name, storage=args.storage, address=args.address,
+        num_samples=args.num_samples, max_epochs=args.max_epochs, max_concurrent=args.max_concurrent,
+        resources=TrialResources(args.trial_backend, args.workers_per_trial, args.cpus_per_worker,
+                                 args.gpus_per_worker),
+        scheduler=args.scheduler, overrides=tuple(args.overrides), searcher_seed=args.searcher_seed,
+        resume=args.resume, dry_run=args.dry_run, num_cpus=args.num_cpus)
+    outcome = run_search(opts)
+    if outcome is None:
+        return 0
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(outcome.rows.items())) or "no rows"
+    print(f"\nsearch {outcome.name}: {outcome.final_rows}/{outcome.planned} trials finished ({counts})")
+    if outcome.top is not None and len(outcome.top):
+        print("best full-fidelity trials:")
+        print(outcome.top.to_string(index=False))
+    print(f"leaderboard:   {outcome.leaderboard_dir}   (irstdlab leaderboard show --search {outcome.name})")
+    print(f"optuna study:  {outcome.journal}   (study {outcome.study_name}; optuna-dashboard {outcome.journal})")
+    print(f"trials:        {outcome.search_dir}")
+    if outcome.interrupted:
+        print(f"irstdlab: search interrupted; resume with: {resume_command(outcome.name, _storage(args))}",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+def _storage(args: argparse.Namespace) -> str:
+    return args.storage

@@ -1,0 +1,385 @@
+"""``irstdlab search``: a search space -> Ray Tune (Optuna + ASHA) -> leaderboard rows.
+
+Layout under ``<storage>`` (a local path shared by every node on a cluster):
+
+* ``<storage>/<name>/``: Tune's experiment (trials, checkpoints, searcher state) plus ours:
+  ``irstdlab-search.json`` (the space's text and hash, the budget actually used),
+  ``asha_state.json`` (ASHA rungs, restored on resume), ``optuna-journal.log`` (the Optuna study
+  for ``optuna.load_study`` / optuna-dashboard), ``train/`` (runs of nested Train trials).
+* ``<storage>/leaderboard/``: the Parquet leaderboard (``search=<name>`` partition).
+
+A new search refuses an existing ``<storage>/<name>``; ``--resume`` continues it through
+``Tuner.restore`` (finished trials are kept, unfinished ones continue from their checkpoints,
+the seeded Optuna searcher continues its sequence). Tune swallows the first Ctrl-C and returns
+from ``fit()`` normally (notes E2): we detect the interruption by counting the trials that
+reached a final row against the plan.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+from irstdlab.harness.errors import ConfigError
+from irstdlab.harness.search_trainable import SearchContext, TrialResources
+from irstdlab.search_spaces import loader
+from irstdlab.search_spaces.loader import SEED_INDEX_KEY, SearchSpace
+
+STATE_FILE = "irstdlab-search.json"
+ASHA_FILE = "asha_state.json"
+JOURNAL_FILE = "optuna-journal.log"
+DEFAULT_STORAGE = "./irstdlab-runs"
+
+
+@dataclass
+class SearchOptions:
+    space: str | None = None  # shipped name or YAML path; None = quickstart (or the stored one on resume)
+    name: str | None = None  # default: the space's name
+    storage: str = DEFAULT_STORAGE
+    address: str | None = None  # None = embedded local Ray; "auto" or ray://... = an existing cluster
+    num_samples: int | None = None
+    max_epochs: int | None = None
+    max_concurrent: int | None = None
+    resources: TrialResources = field(default_factory=TrialResources)
+    scheduler: Literal["asha", "none"] = "asha"
+    overrides: Sequence[str] = ()  # --set key.path=value on top of the space's overrides
+    searcher_seed: int | None = None
+    resume: bool = False
+    dry_run: bool = False
+    num_cpus: int | None = None  # embedded Ray only
+    top_k: int = 5
+
+
+@dataclass
+class SearchOutcome:
+    name: str
+    planned: int
+    rows: dict[str, int]  # status -> rows of this search
+    interrupted: bool
+    search_dir: str
+    leaderboard_dir: str
+    journal: str
+    study_name: str
+    top: Any = None  # pandas DataFrame of the best full-fidelity rows
+
+    @property
+    def final_rows(self) -> int:
+        return sum(n for s, n in self.rows.items() if s != "interrupted")
+
+
+# ----------------------------------------------------------------------------------- the space
+def build_space(opts: SearchOptions, stored: dict[str, Any] | None = None) -> SearchSpace:
+    """Load the space (the stored text on resume), apply --set, --max-epochs and the seed."""
+    import yaml
+
+    if stored is not None:
+        raw = yaml.safe_load(stored["space_text"])
+        label, folder = stored["space_source"], Path(stored["space_folder"]) if stored["space_folder"] else None
+    else:
+        text, label, folder = loader.resolve(opts.space)
+        loader.parse(text, label, folder, Path(label).stem)  # errors with the file's own line numbers
+        raw = yaml.safe_load(text)
+        if not (opts.overrides or opts.max_epochs is not None or opts.searcher_seed is not None):
+            raw.setdefault("name", Path(label).stem)
+            return loader.parse(yaml.safe_dump(raw, sort_keys=False), label, folder)
+        raw.setdefault("name", Path(label).stem)
+        if opts.overrides:
+            from irstdlab.harness import configtree
+
+            raw["overrides"] = dict(raw.get("overrides") or {})
+            for item in opts.overrides:
+                keys, value = configtree.parse_override(item)
+                raw["overrides"][".".join(keys)] = value
+        if opts.max_epochs is not None:
+            budget = dict(raw.get("budget") or {})
+            budget["max_epochs"] = opts.max_epochs
+            budget["grace_period"] = min(int(budget.get("grace_period", 1)), opts.max_epochs)
+            raw["budget"] = budget
+        if opts.searcher_seed is not None:
+            raw["searcher_seed"] = opts.searcher_seed
+    return loader.parse(yaml.safe_dump(raw, sort_keys=False), label, folder)
+
+
+def check_models(space: SearchSpace) -> None:
+    """Model names the space can produce must be registered (caught before Ray starts)."""
+    from irstdlab.models import list_models
+
+    known = list_models()
+    names = {space.base_dict().get("model", {}).get("name", "fcos")}
+    for p in space.parameters:
+        if p.path == "model.name":
+            names |= set(p.values)
+    unknown = sorted(str(n) for n in names - set(known))
+    if unknown:
+        raise ConfigError(f"{space.source}: model.name: {unknown[0]!r} is not a registered detector "
+                          f"(registered: {', '.join(known)})")
+
+
+def study_name(search: str, space: SearchSpace) -> str:
+    return f"{search}-{space.space_hash}"
+
+
+# ----------------------------------------------------------------------------------- Ray
+def start_ray(address: str | None, num_cpus: int | None) -> bool:
+    """Connect to a cluster, or start an embedded Ray on loopback. Returns True if we started it."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keeps the node on 127.0.0.1
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    import ray
+
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if ray.is_initialized():
+        return False
+    if address:
+        ray.init(address=address, log_to_driver=True)
+        return False
+    try:
+        from irstdlab.harness import ray_runtime  # the shared embedded-Ray helper, when present
+
+        ray_runtime.start(num_cpus=num_cpus)
+        return True
+    except (ImportError, AttributeError):
+        pass
+    ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
+             _node_ip_address="127.0.0.1", log_to_driver=True, configure_logging=False)
+    return True
+
+
+def _make_searcher(space: SearchSpace) -> Any:
+    """OptunaSearch over the space's define-by-run object; a Repeater for seeds > 1."""
+    import optuna
+    from ray.tune.search import Repeater
+    from ray.tune.search.optuna import OptunaSearch
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = optuna.samplers.RandomSampler(seed=space.searcher_seed) if space.sampler == "random" else None
+    metric = [o.metric for o in space.objectives]
+    mode = [o.mode for o in space.objectives]
+    searcher = OptunaSearch(space.define_by_run(), metric=metric if len(metric) > 1 else metric[0],
+                            mode=mode if len(mode) > 1 else mode[0], sampler=sampler, seed=space.searcher_seed)
+    if space.seeds > 1:
+        searcher = Repeater(searcher, repeat=space.seeds, set_index=True)
+    return searcher
+
+
+def trial_dirname(trial: Any) -> str:
+    """Short, stable trial folder names (Tune's default embeds every parameter)."""
+    return f"trial_{trial.trial_id}"
+
+
+def _trainable(ctx: SearchContext) -> Any:
+    from ray import tune
+
+    from irstdlab.harness.search_trainable import search_trial
+
+    return tune.with_resources(tune.with_parameters(search_trial, ctx=ctx), ctx.resources.tune_resources())
+
+
+def _tuner(space: SearchSpace, opts: SearchOptions, name: str, storage: str, planned_configs: int) -> Any:
+    from ray import tune
+
+    from irstdlab.harness.search_callbacks import LeaderboardCallback, PersistentASHA
+    from irstdlab.harness.search_progress import ProgressCallback
+
+    search_dir = Path(storage) / name
+    ctx = SearchContext(search=name, space=space, storage=storage, resources=opts.resources)
+    if space.sampler == "grid":
+        grid = space.grid()[:planned_configs]
+        param_space = {"params": tune.grid_search(grid), SEED_INDEX_KEY: tune.grid_search(list(range(space.seeds)))}
+        search_alg, num_samples = None, 1
+    else:
+        param_space, search_alg, num_samples = None, _make_searcher(space), planned_configs * space.seeds
+    scheduler = None
+    if opts.scheduler == "asha":
+        scheduler = PersistentASHA(
+            str(search_dir / ASHA_FILE), time_attr="epoch", metric=space.metric, mode=space.mode,
+            max_t=space.budget.max_epochs, grace_period=space.budget.grace_period,
+            reduction_factor=space.budget.reduction_factor)
+    callbacks = [
+        LeaderboardCallback(name, space, str(Path(storage) / "leaderboard"), str(search_dir / JOURNAL_FILE),
+                            study_name(name, space)),
+        ProgressCallback(space.metric, space.budget.max_epochs),
+    ]
+    return tune.Tuner(
+        _trainable(ctx),
+        param_space=param_space,
+        tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
+                                    max_concurrent_trials=opts.max_concurrent, reuse_actors=False,
+                                    trial_dirname_creator=trial_dirname),
+        run_config=tune.RunConfig(
+            name=name, storage_path=storage, callbacks=callbacks, verbose=0,
+            failure_config=tune.FailureConfig(max_failures=2),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        ),
+    )
+
+
+# ----------------------------------------------------------------------------------- run
+def _stored_state(search_dir: Path) -> dict[str, Any] | None:
+    path = search_dir / STATE_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def prepare(opts: SearchOptions) -> tuple[SearchSpace, str, str, dict[str, Any]]:
+    """Validate everything that can be validated without Ray; returns (space, name, storage, state)."""
+    storage = os.path.abspath(opts.storage) if "://" not in opts.storage else opts.storage
+    if "://" in storage:
+        raise ConfigError(f"--storage {storage}: only shared file system paths are supported for now")
+    if opts.resume:
+        if not opts.name:
+            raise ConfigError("--resume needs --name NAME (and the same --storage) of the search to continue")
+        search_dir = Path(storage) / opts.name
+        stored = _stored_state(search_dir)
+        if stored is None:
+            raise ConfigError(f"{search_dir}: no search to resume here (start it without --resume)")
+        space = build_space(opts, stored)
+        if opts.space is not None:
+            given = build_space(SearchOptions(**{**asdict(opts), "resume": False, "resources": opts.resources}))
+            if given.space_hash != stored["space_hash"]:
+                raise ConfigError(f"{search_dir}: search {opts.name!r} was started with a different space "
+                                  f"({stored['space_hash']} != {given.space_hash}); use another --name")
+        return space, opts.name, storage, stored
+    space = build_space(opts)
+    name = opts.name or space.name
+    search_dir = Path(storage) / name
+    if search_dir.exists() and not opts.dry_run:
+        raise ConfigError(f"{search_dir}: a search named {name!r} already exists here; "
+                          f"use --resume to continue it or --name to start another")
+    check_models(space)
+    configs = len(space.grid()) if space.sampler == "grid" else space.budget.num_samples
+    if opts.num_samples is not None:
+        configs = min(configs, opts.num_samples) if space.sampler == "grid" else opts.num_samples
+    text, label, folder = loader.resolve(opts.space)
+    state = {
+        "name": name, "space_source": space.source, "space_text": build_space_text(opts),
+        "space_folder": str(folder) if folder else None, "space_hash": space.space_hash,
+        "study_name": study_name(name, space), "planned_configs": configs,
+        "planned_trials": configs * space.seeds, "resources": asdict(opts.resources),
+        "scheduler": opts.scheduler, "max_concurrent": opts.max_concurrent,
+    }
+    return space, name, storage, state
+
+
+def build_space_text(opts: SearchOptions) -> str:
+    """The space as run (after --set / --max-epochs / seed), so that --resume needs no flags."""
+    import yaml
+
+    return yaml.safe_dump(build_space(opts).raw, sort_keys=False)
+
+
+def summarize(space: SearchSpace, state: dict[str, Any], opts: SearchOptions) -> str:
+    res = opts.resources
+    lines = [f"search {state['name']}: {space.source} (space {space.space_hash}, sampler {space.sampler}, "
+             f"seed {space.searcher_seed})",
+             f"  objective: " + ", ".join(f"{o.metric} ({o.mode})" for o in space.objectives),
+             f"  trials: {state['planned_trials']} = {state['planned_configs']} configurations x {space.seeds} seed(s); "
+             f"{space.budget.max_epochs} epochs; scheduler {opts.scheduler} (grace {space.budget.grace_period}, "
+             f"factor {space.budget.reduction_factor})",
+             f"  per trial: {res.workers_per_trial} worker(s) x {res.cpus_per_worker:g} CPU, "
+             f"{res.gpus_per_worker:g} GPU; backend {res.resolved_backend()}",
+             "  parameters:", loader.space_summary(space)]
+    return "\n".join(lines)
+
+
+def run_search(opts: SearchOptions, out: Any = sys.stdout) -> SearchOutcome | None:
+    """Run (or resume) a search; returns None for a dry run."""
+    space, name, storage, state = prepare(opts)
+    if opts.resume:  # the stored resources/scheduler win: a restore cannot change them
+        opts.resources = TrialResources(**state["resources"])
+        opts.scheduler = state["scheduler"]
+        opts.max_concurrent = state["max_concurrent"]
+    print(summarize(space, state, opts), file=out, flush=True)
+    if opts.dry_run:
+        preview = space.grid()[:5] if space.sampler == "grid" else _preview(space, 5)
+        print("  first configurations:", file=out)
+        for point in preview:
+            print(f"    {point}", file=out)
+        return None
+    search_dir = Path(storage) / name
+    started = start_ray(opts.address, opts.num_cpus)
+    try:
+        from ray import tune
+
+        if opts.resume:
+            path = str(search_dir)
+            if not tune.Tuner.can_restore(path):
+                raise ConfigError(f"{path}: Tune has no saved state for this search yet "
+                                  f"(it was stopped before its first snapshot); start it again under a new --name")
+            ctx = SearchContext(search=name, space=space, storage=storage, resources=opts.resources)
+            tuner = tune.Tuner.restore(path, trainable=_trainable(ctx), resume_unfinished=True,
+                                       resume_errored=False)
+            print(f"resuming search {name} from {path}", file=out, flush=True)
+        else:
+            search_dir.mkdir(parents=True, exist_ok=False)
+            (search_dir / STATE_FILE).write_text(json.dumps(state, indent=1, sort_keys=True))
+            tuner = _tuner(space, opts, name, storage, state["planned_configs"])
+        tuner.fit()
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+    return _outcome(name, storage, space, state, opts.top_k)
+
+
+def _preview(space: SearchSpace, n: int) -> list[dict[str, Any]]:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = (optuna.samplers.RandomSampler(seed=space.searcher_seed) if space.sampler == "random"
+               else optuna.samplers.TPESampler(seed=space.searcher_seed))
+    study = optuna.create_study(sampler=sampler)
+    points = []
+    for _ in range(n):
+        trial = study.ask()
+        space.define_by_run()(trial)
+        points.append(trial.params)
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    return points
+
+
+def _outcome(name: str, storage: str, space: SearchSpace, state: dict[str, Any], top_k: int) -> SearchOutcome:
+    import warnings
+
+    from irstdlab.leaderboards import open as open_leaderboard
+
+    board = open_leaderboard(Path(storage) / "leaderboard")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table = board.read_table(search=name).table
+    statuses = table.column("status").to_pylist() if table.num_rows else []
+    rows: dict[str, int] = {}
+    for s in statuses:
+        rows[s] = rows.get(s, 0) + 1
+    outcome = SearchOutcome(
+        name=name, planned=int(state["planned_trials"]), rows=rows,
+        interrupted=sum(n for s, n in rows.items() if s != "interrupted") < int(state["planned_trials"]),
+        search_dir=str(Path(storage) / name), leaderboard_dir=str(Path(storage) / "leaderboard"),
+        journal=str(Path(storage) / name / JOURNAL_FILE), study_name=state["study_name"])
+    if table.num_rows:
+        df = table.to_pandas()
+        col = f"metric.{space.metric}"
+        full = df[(df["status"] == "completed") & (df["fidelity"] >= 1.0)]
+        if col in full.columns:
+            full = full.sort_values(col, ascending=space.mode == "min")
+        keep = ["trial_id", "model", col, "epochs_completed", "gmacs"] + [
+            c for c in df.columns if c.startswith("param.")]
+        outcome.top = full[[c for c in keep if c in full.columns]].head(top_k)
+    return outcome
+
+
+def resume_command(name: str, storage: str) -> str:
+    return f"irstdlab search --resume --name {name} --storage {storage}"
+
+
+def remove_search(storage: str, name: str) -> None:  # used by tests and the benchmark
+    shutil.rmtree(Path(storage) / name, ignore_errors=True)
+
+
+__all__ = ["SearchOptions", "SearchOutcome", "build_space", "check_models", "prepare", "resume_command",
+           "run_search", "start_ray", "study_name", "summarize"]

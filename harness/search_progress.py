@@ -1,0 +1,70 @@
+"""The live progress table of ``irstdlab search``: one line per trial event, on stdout.
+
+Ray Tune's own table is switched off (``verbose=0``); this one shows what a person watching a
+search wants: trial, its key parameters, epoch, the objective, status.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any
+
+from ray.tune import Callback
+
+from irstdlab.harness.search_trainable import FAILURE_KEY, split_config
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def _fmt_metric(value: Any) -> str:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return f"{value:.4f}"
+    return "-"
+
+
+class ProgressCallback(Callback):
+    def __init__(self, metric: str, max_epochs: int, width: int = 60) -> None:
+        self.metric = metric
+        self.max_epochs = max_epochs
+        self.width = width
+        self.header_done = False
+
+    def _line(self, trial: Any, status: str, result: dict[str, Any] | None = None) -> None:
+        if not self.header_done:
+            print(f"{'trial':<18}{'epoch':>7}  {self.metric:>12}  {'status':<14}params", flush=True)
+            self.header_done = True
+        result = result if result is not None else (trial.last_result or {})
+        params, seed = split_config(trial.config)
+        text = " ".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in params.items())
+        text += f" seed={seed}" if seed else ""
+        if len(text) > self.width:
+            text = text[: self.width - 3] + "..."
+        epoch = f"{int(result.get('epoch') or 0)}/{self.max_epochs}"
+        print(f"{trial.trial_id:<18}{epoch:>7}  {_fmt_metric(result.get(self.metric)):>12}  {status:<14}{text}",
+              flush=True)
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._line(trial, "started", {})
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        self._line(trial, "failed" if result.get(FAILURE_KEY) else "running", result)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        result = trial.last_result or {}
+        done = int(result.get("epoch") or 0)
+        status = "failed" if result.get(FAILURE_KEY) else "completed" if done >= self.max_epochs else "early_stopped"
+        self._line(trial, status)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._line(trial, "failed")
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        print(f"{trial.trial_id:<18} failed; retrying from its last checkpoint", file=sys.stdout, flush=True)
+
+
+__all__ = ["ProgressCallback"]

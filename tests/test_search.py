@@ -1,0 +1,101 @@
+"""`irstdlab search` end to end on CPU: rows per trial, statuses, the Optuna journal, failures."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+TINY = ["--set", "data.synthetic_images=[24,8,8]", "--num-cpus", "2"]
+
+
+def run_cli(args: list[str], cwd: Path, timeout: int = 420) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "irstdlab.harness.cli", "search", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None or True:  # Ray helpers can outlive the driver: end its whole group
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def rows(storage: Path, search: str):
+    import warnings
+
+    from irstdlab.leaderboards import open as open_leaderboard
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return open_leaderboard(storage / "leaderboard").read_table(search=search).table.to_pandas()
+
+
+def test_quickstart_end_to_end(tmp_path):
+    storage = tmp_path / "runs"
+    proc = run_cli(["quickstart", "--num-samples", "3", "--max-epochs", "2", "--storage", str(storage), *TINY],
+                   tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "best full-fidelity trials" in proc.stdout and "val/mAP07" in proc.stdout
+    df = rows(storage, "quickstart")
+    assert len(df) == 3 and df["trial_id"].is_unique
+    assert set(df["status"]) <= {"completed", "early_stopped"} and "completed" in set(df["status"])
+    done = df[df["status"] == "completed"]
+    assert (done["epochs_completed"] == 2).all() and (done["fidelity"] == 1.0).all()
+    assert done["metric.val/mAP07"].between(0, 1).all() and done["best_epoch"].between(1, 2).all()
+    assert (df["gmacs"] > 0).all() and df["space_hash"].nunique() == 1 and df["config_hash"].is_unique
+    # inactive conditional parameters are null; the JSON copy is lossless
+    for _, row in df.iterrows():
+        assert (row["param.model.name"] == "bafenet") == (row["param.model.p"] is not None
+                                                          and row["param.model.p"] == row["param.model.p"])
+        assert f'"model.name": "{row["param.model.name"]}"' in row["params_json"]
+    # the Optuna journal opens with the public API and holds every trial
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    names = optuna.get_all_study_names(JournalStorage(JournalFileBackend(str(storage / "quickstart" / "optuna-journal.log"))))
+    assert len(names) == 1 and names[0].startswith("quickstart-")
+    study = optuna.load_study(study_name=names[0], storage=JournalStorage(
+        JournalFileBackend(str(storage / "quickstart" / "optuna-journal.log"))))
+    assert len(study.trials) == 3
+    assert {t.user_attrs["trial_id"] for t in study.trials} == set(df["trial_id"])
+    # the same name again without --resume is refused, naming both ways out
+    again = run_cli(["quickstart", "--storage", str(storage), "--dry-run"], tmp_path, timeout=120)
+    assert again.returncode == 0  # a dry run touches nothing
+    again = run_cli(["quickstart", "--storage", str(storage)], tmp_path, timeout=120)
+    assert again.returncode == 2
+    assert "already exists" in again.stderr and "--resume" in again.stderr and "--name" in again.stderr
+
+
+def test_diverging_trial_is_a_failed_row_and_the_search_goes_on(tmp_path):
+    space = tmp_path / "diverge.yaml"
+    space.write_text(textwrap.dedent("""\
+        base: quickstart
+        parameters:
+          model.name: {choice: [fcos]}
+          train.debug_nan_at_iter: {choice: [null, 1]}
+        objective: {metric: val/mAP07, mode: max}
+        budget: {num_samples: 2, max_epochs: 1, grace_period: 1, reduction_factor: 2}
+        sampler: grid
+        """))
+    storage = tmp_path / "runs"
+    proc = run_cli([str(space), "--name", "div", "--storage", str(storage), "--scheduler", "none", *TINY], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    df = rows(storage, "div").set_index("param.train.debug_nan_at_iter", drop=False)
+    assert len(df) == 2
+    failed = df[df["status"] == "failed"]
+    assert len(failed) == 1 and failed.iloc[0]["param.train.debug_nan_at_iter"] == 1
+    assert "diverged" in failed.iloc[0]["failure_reason"]
+    ok = df[df["status"] == "completed"]
+    assert len(ok) == 1 and ok.iloc[0]["epochs_completed"] == 1
