@@ -59,7 +59,8 @@ class SyntheticConfig:
     clusters: tuple[int, int] = (1, 3)
     targets_per_cluster: tuple[int, int] = (8, 12)
     cluster_size: int = 20
-    target_size: tuple[int, int] = (2, 5)  # per axis, pixels
+    target_size: tuple[int, int] = (2, 5)  # footprint per axis, pixels (the visible box can be smaller)
+    box_threshold: float = 0.25  # annotated box = pixels with G >= this fraction of the blob's peak
     spacing: tuple[int, int] = (1, 2)  # empty pixels between neighbours in a cluster
     isolated_targets: tuple[int, int] = (0, 2)  # extra lone targets anywhere in the sky
     horizon: tuple[float, float] = (0.5, 0.8)  # ground starts at this fraction of H
@@ -111,6 +112,8 @@ class SyntheticConfig:
             raise bad("spacing", "targets need at least a 1 px gap so boxes stay separable")
         if self.horizon[1] > 0.95:
             raise bad("horizon", "keep the ground start <= 0.95 of the height")
+        if not 0.0 < self.box_threshold <= 1.0:
+            raise bad("box_threshold", "must be in (0, 1]")
         if self.noise < 0 or self.clouds < 0 or self.distractor_density < 0:
             raise bad("noise", "noise, clouds and distractor_density must be >= 0")
 
@@ -168,15 +171,25 @@ def _scene(rng: np.random.Generator, cfg: SyntheticConfig) -> tuple[np.ndarray, 
 
 
 # --------------------------------------------------------------------------- objects
-def _blobs(rng: np.random.Generator, image: np.ndarray, boxes: list, cfg: SyntheticConfig) -> None:
-    """Eq. 1 with a constant B_box = contrast: T_back + contrast * lambda * G, in place (float)."""
+def _blobs(rng: np.random.Generator, image: np.ndarray, boxes: list, cfg: SyntheticConfig) -> np.ndarray:
+    """Eq. 1 with a constant B_box = contrast: T_back + contrast * lambda * G, in place (float).
+
+    Returns the *visible* box of each blob: the bounding box of its pixels with
+    G >= ``cfg.box_threshold``.  The footprint that was placed can be wider than the blob
+    (a small sigma lights only its middle); annotating the footprint would make the box
+    size a coin toss for a detector, annotating the visible extent makes it learnable.
+    """
     if not boxes:
-        return
+        return np.zeros((0, 4), np.int64)
     b = np.asarray(boxes, np.int64).reshape(-1, 4)
     weights = gaussian_weights_batch(list(zip(b[:, 3] - b[:, 1], b[:, 2] - b[:, 0])), rng, cfg.gaussian)
     peaks = rng.uniform(*cfg.contrast, size=len(b)) * rng.uniform(*cfg.gaussian.lam, size=len(b))
-    for (x0, y0, x1, y1), g, peak in zip(b, weights, peaks):
+    visible = np.empty_like(b)
+    for i, ((x0, y0, x1, y1), g, peak) in enumerate(zip(b, weights, peaks)):
         image[y0:y1, x0:x1] += np.float32(peak) * g
+        rows, cols = np.nonzero(g >= cfg.box_threshold)  # never empty: max(G) = 1
+        visible[i] = (x0 + cols.min(), y0 + rows.min(), x0 + cols.max() + 1, y0 + rows.max() + 1)
+    return visible
 
 
 def _size(rng: np.random.Generator, cfg: SyntheticConfig) -> tuple[int, int]:
@@ -235,15 +248,15 @@ def generate(cfg: SyntheticConfig, rng: np.random.Generator, sample_id: str) -> 
             distractors.append(lookalikes.place(spot[0], spot[1], dw, dh))
     distractors = distractors[: max(n_distractors, 0)]
 
-    _blobs(rng, image, boxes, cfg)
-    _blobs(rng, image, distractors, cfg)
+    boxes = _blobs(rng, image, boxes, cfg)
+    distractors = _blobs(rng, image, distractors, cfg)
     image += rng.normal(0.0, cfg.noise, image.shape).astype(np.float32)
     image = np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
     box_arr = np.asarray(boxes, np.float32).reshape(-1, 4)
     mask = np.zeros((h, w), np.uint8)
-    for x0, y0, x1, y1 in np.asarray(boxes, np.int64).reshape(-1, 4):
-        mask[y0:y1, x0:x1] = 1
+    for x0, y0, x1, y1 in boxes:
+        mask[y0:y1, x0:x1] = 1  # the visible box, like BAG-CP's paste_by_box masks
     return Sample(
         id=sample_id,
         image=image,
