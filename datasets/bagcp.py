@@ -134,6 +134,7 @@ class TargetLibrary:
     """Grey patches of real targets (the paper's "target library"), each <= max_size per side."""
 
     patches: list[np.ndarray] = field(default_factory=list)
+    _fitted: dict[int, list[np.ndarray]] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_samples(cls, samples: Iterable[Sample], max_size: int = 5, limit: int | None = None) -> "TargetLibrary":
@@ -157,6 +158,12 @@ class TargetLibrary:
 
     def draw(self, rng: np.random.Generator) -> np.ndarray:
         return self.patches[int(rng.integers(len(self.patches)))]
+
+    def fitted(self, max_size: int) -> list[np.ndarray]:
+        """The patches shrunk to <= max_size per side (cached: BAG-CP asks once per sample)."""
+        if len(self._fitted.get(max_size, ())) != len(self.patches):
+            self._fitted[max_size] = [_fit_within(p, max_size) for p in self.patches]
+        return self._fitted[max_size]
 
 
 Source = Callable[[np.random.Generator], Sample] | Sequence[Sample]
@@ -211,11 +218,11 @@ class BagCP:
     def _paper_groups(self, rng: np.random.Generator) -> list[list[np.ndarray]]:
         cfg = self.config
         n_regions = int(rng.integers(cfg.regions[0], cfg.regions[1] + 1))
-        groups = []
-        for _ in range(n_regions):
-            n = int(rng.integers(cfg.targets_per_region[0], cfg.targets_per_region[1] + 1))
-            groups.append([_fit_within(self.library.draw(rng), cfg.max_target_size) for _ in range(n)])
-        return groups
+        counts = rng.integers(cfg.targets_per_region[0], cfg.targets_per_region[1] + 1, size=n_regions)
+        patches = self.library.fitted(cfg.max_target_size)
+        picks = rng.integers(len(patches), size=int(counts.sum())).tolist()
+        bounds = np.cumsum(counts).tolist()
+        return [[patches[i] for i in picks[a:b]] for a, b in zip([0] + bounds[:-1], bounds)]
 
     # ------------------------------------------------------------ geometry
     def _space(self, sample: Sample) -> FreeSpace:
