@@ -113,7 +113,11 @@ def _load_state_dict(net: nn.Module, path: str) -> None:
         raise ValueError(f"model.pretrained: {file}: not a loadable state dict ({type(exc).__name__}: {exc})".splitlines()[0]) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
-    result = net.load_state_dict(state, strict=False)
+    try:
+        result = net.load_state_dict(state, strict=False)
+    except (RuntimeError, TypeError, AttributeError) as exc:  # shape mismatches, non-dict files
+        detail = " ".join(str(exc).split())[:200]
+        raise ValueError(f"model.pretrained: {file}: does not match torchvision {type(net).__name__} ({detail})") from None
     missing = [k for k in result.missing_keys if not k.startswith("fc.")]
     if missing or result.unexpected_keys:
         bad = (missing or result.unexpected_keys)[:3]
