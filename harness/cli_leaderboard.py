@@ -53,6 +53,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--metric", help="metric, e.g. val/mAP07")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
     p.add_argument("--confidence", type=float, default=0.95, help="interval level (default 0.95)")
+    p.add_argument("--top", type=int, default=30, metavar="K",
+                   help="groups printed per block, best first (default 30; 0 = all; --json has all)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=_compare)
 
@@ -155,7 +157,7 @@ def _compare(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(compare.to_dict(blocks), indent=1, default=str))
     else:
-        print(compare.format_blocks(blocks, args.confidence))
+        print(compare.format_blocks(blocks, args.confidence, args.top or None))
     return 0
 
 

@@ -204,7 +204,7 @@ class Leaderboard:
                    warn: bool = True) -> ReadResult:
         """Every good row as Arrow, unified across files, newest per key; bad files are skipped."""
         paths = list(files) if files is not None else self.files(search)
-        workers = max(1, min(8, len(paths) // 64, (os.cpu_count() or 1) * 2))
+        workers = max(1, min(8, len(paths), (os.cpu_count() or 1) * 2))  # I/O + decode release the GIL
         if workers > 1:
             with ThreadPoolExecutor(workers) as ex:
                 results = list(ex.map(_read_one, paths))

@@ -84,7 +84,7 @@ def test_compare_known_means_seeds_and_paired_difference(seeds_df):
     vals = BASE + 0.05
     loop = [vals[rng.integers(0, 5, 5)].mean() for _ in range(20000)]
     lo, hi = np.quantile(loop, [0.025, 0.975])
-    assert g["a"].ci_method == "bootstrap"
+    assert g["a"].ci_method == "bootstrap-exact"
     assert g["a"].ci_low == pytest.approx(lo, abs=0.006) and g["a"].ci_high == pytest.approx(hi, abs=0.006)
     # unpaired, a and b overlap; paired by seed the +0.05 is exact and distinguishable
     ab = compare.compare(df[df["model"].isin(["a", "b"]) & (df["protocol"] == "reference")], "val/mAP07")[0]
@@ -94,6 +94,24 @@ def test_compare_known_means_seeds_and_paired_difference(seeds_df):
     assert p.mean_diff == pytest.approx(0.05) and p.ci_low == pytest.approx(0.05) and p.ci_high == pytest.approx(0.05)
     text = compare.format_blocks([ab])
     assert "paired a - b over 5 matching seeds: +0.0500" in text and "not distinguishable" in text
+
+
+def test_exact_bootstrap_equals_brute_force_and_resampling_agrees():
+    import itertools
+
+    rng = np.random.default_rng(5)
+    for n in (2, 3, 4, 5):
+        v = rng.normal(0.3, 0.05, n)
+        means = np.sort([v[list(ix)].mean() for ix in itertools.product(range(n), repeat=n)])
+        cdf = np.arange(1, len(means) + 1) / len(means)
+        want = (means[np.argmax(cdf >= 0.025 - 1e-12)], means[np.argmax(cdf >= 0.975 - 1e-12)])
+        (lo, hi, how), = compare.bootstrap_ci([v])
+        assert how == "bootstrap-exact" and (lo, hi) == pytest.approx(want)
+    v = rng.normal(0.3, 0.05, 9)  # above EXACT_MAX: resampling, vectorised, vs a plain loop
+    loop = [v[rng.integers(0, 9, 9)].mean() for _ in range(20000)]
+    (lo, hi, how), = compare.bootstrap_ci([v], n_boot=8000)
+    assert how == "bootstrap"
+    assert (lo, hi) == pytest.approx(tuple(np.quantile(loop, [0.025, 0.975])), abs=0.003)
 
 
 def test_bootstrap_large_groups_use_the_normal_limit():
