@@ -11,7 +11,9 @@ exactly what BAFE-Net is about.
 Everything is a pure function of ``(seed, split, index)``: generated on the fly
 (``SyntheticDataset``) or written once in the DenseSIRST layout (``write_dataset``) so
 that the same reader, checks and CLI exercise it.  Targets sit on the integer pixel grid,
-so boxes are exact ``[x0, y0, x1 + 1, y1 + 1]`` both in memory and on disk.
+so boxes are exact ``[x0, y0, x1 + 1, y1 + 1]`` both in memory and on disk; a box (and
+its target-mask rectangle) is the blob's visible extent, the pixels where its Gaussian
+reaches ``box_threshold`` of the peak.  ``meta["distractors"]`` lists the distractor boxes.
 """
 
 from __future__ import annotations
@@ -32,9 +34,9 @@ DIFFICULTIES = ("easy", "medium", "hard")
 
 # What changes with difficulty: target/distractor peak contrast over the local background
 # (grey levels, before lambda), sensor noise sigma, cloud amplitude, distractors per 10k
-# ground pixels.  "medium" is tuned so a ~1M-parameter detector learns it in about a
-# minute on CPU at 128 px (see README quickstart) while distractors still confuse a
-# detector that ignores context.
+# ground pixels.  "medium" is meant for the quickstart: every target peaks >= 7.5 noise
+# sigmas above its local background (tests/test_synthetic.py checks it), while distractors
+# still confuse a detector that ignores context.
 PRESETS: dict[str, dict] = {
     "easy": dict(contrast=(80.0, 130.0), noise=2.0, clouds=8.0, distractor_density=3.0),
     "medium": dict(contrast=(60.0, 110.0), noise=4.0, clouds=15.0, distractor_density=6.0),
