@@ -21,6 +21,7 @@ import numbers
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from irstdlab.leaderboards.errors import LeaderboardError
@@ -79,12 +80,16 @@ def is_dynamic(name: str) -> bool:
     return name.startswith(PREFIXES) and len(name) > name.index(".") + 1
 
 
+def _is_bool(v: Any) -> bool:
+    return isinstance(v, (bool, np.bool_))
+
+
 def _is_int(v: Any) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool) and type(v).__name__ != "bool_"
+    return isinstance(v, numbers.Integral) and not _is_bool(v)
 
 
 def _is_real(v: Any) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, bool) and type(v).__name__ != "bool_"
+    return isinstance(v, numbers.Real) and not _is_bool(v)
 
 
 def _timestamp(name: str, v: Any) -> dt.datetime | None:
@@ -126,7 +131,7 @@ def _core_value(name: str, v: Any) -> Any:
 def _param_type(name: str, v: Any) -> pa.DataType:
     if v is None:
         return pa.null()
-    if isinstance(v, bool) or type(v).__name__ == "bool_":
+    if _is_bool(v):
         return pa.bool_()
     if _is_int(v):
         return pa.int64()
@@ -223,7 +228,7 @@ def _json_default(v: Any) -> Any:
         return int(v)
     if _is_real(v):
         return float(v)
-    if type(v).__name__ == "bool_":
+    if _is_bool(v):
         return bool(v)
     raise TypeError(f"not JSON serialisable: {type(v).__name__}")
 

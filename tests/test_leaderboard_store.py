@@ -69,6 +69,17 @@ def test_roundtrip_types_and_derived_columns(tmp_path):
                                             "seg_head": True, "inactive": None}
 
 
+def test_numpy_scalars_are_typed_like_python_ones(tmp_path):
+    board = lb.open(tmp_path)
+    board.append(row("t1", seed=np.int64(3), params={"flag": np.True_, "k": np.int32(4), "x": np.float32(0.5)},
+                     metrics={"val/mAP07": np.float64(0.125)}))
+    f = next(tmp_path.glob("search=s1/*.parquet"))
+    types = {n: str(pq.read_schema(f).field(n).type) for n in ("param.flag", "param.k", "param.x")}
+    assert types == {"param.flag": "bool", "param.k": "int64", "param.x": "double"}
+    r = board.read().iloc[0]
+    assert (r["seed"], r["param.flag"], r["param.k"], r["param.x"], r["metric.val/mAP07"]) == (3, True, 4, 0.5, 0.125)
+
+
 @pytest.mark.parametrize("bad, field", [
     ({"search": None}, "search"),
     ({"model": ""}, "model"),
