@@ -1,0 +1,206 @@
+"""`build_datasets`: the data section of a trial config -> train / val / test datasets.
+
+This is the one place that knows which split plays which role:
+
+* ``selection="held_out"`` (default): train on ``train``, select checkpoints on ``val``,
+  report ``test`` once at the end. Model selection never sees the test images.
+* ``selection="reference"``: the released BAFE-Net habit: train on ``trainval`` and select on
+  ``test`` (the validation set *is* the test set). Only for comparing with the paper; results
+  must carry the label (the trainer reports ``selection`` with every run).
+
+Datasets yield transformed :class:`Sample` objects; ``collate_detection`` (transforms.py) or
+:func:`collate_eval` turns them into batches. Random transforms draw from a generator keyed by
+``(seed, epoch, index)`` so a trial is reproducible whatever the number of loader workers, and a
+resumed trial sees exactly the augmentations of an uninterrupted one.
+
+No networks and no ``irstdlab.harness`` imports here (dependency direction of DESIGN.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Sequence
+
+import numpy as np
+
+from irstdlab.datasets.errors import DatasetError
+from irstdlab.datasets.sample import Sample
+from irstdlab.datasets.transforms import TransformConfig, build_transforms, collate_detection
+
+# role -> split name, per data set and selection mode
+SPLITS: dict[str, dict[str, dict[str, str]]] = {
+    "densesirst": {
+        "held_out": {"train": "train_v2", "val": "val_v2", "test": "test_v2"},
+        "reference": {"train": "trainval_v2", "val": "test_v2", "test": "test_v2"},
+    },
+    "sirstv2": {
+        "held_out": {"train": "train_full", "val": "val_full", "test": "test_full"},
+        "reference": {"train": "trainval_full", "val": "test_full", "test": "test_full"},
+    },
+    # a synthetic set on disk (`irstdlab data synth`) has the DenseSIRST split names
+    "synthetic": {
+        "held_out": {"train": "train_v2", "val": "val_v2", "test": "test_v2"},
+        "reference": {"train": "trainval_v2", "val": "test_v2", "test": "test_v2"},
+    },
+}
+ROLES = ("train", "val", "test")
+
+
+@dataclass
+class DataConfig:
+    """Which images, which splits, which geometry, which batches."""
+
+    dataset: Literal["synthetic", "densesirst", "sirstv2"] = "synthetic"
+    root: str | None = None  # on-disk root; None with "synthetic" = generated in memory
+    protocol: Literal["clean", "reference"] = "clean"  # box geometry, resize and AP arithmetic
+    selection: Literal["held_out", "reference"] = "held_out"
+    train_split: str | None = None  # explicit split names override `selection`
+    val_split: str | None = None
+    test_split: str | None = None
+    size: int = 512  # model input side (squash under "reference", long edge + pad under "clean")
+    repeat: int = 1  # the reference's RepeatDataset(times=3): one epoch = repeat passes
+    batch_size: int = 2  # per worker
+    eval_batch_size: int = 4
+    num_workers: int = 0  # DataLoader processes per trainer worker
+    # in-memory synthetic set (dataset="synthetic", root=None): images per role, side, difficulty
+    synthetic_images: tuple[int, int, int] = (192, 64, 64)
+    synthetic_size: int = 128
+    synthetic_difficulty: Literal["easy", "medium", "hard"] = "medium"
+    synthetic_seed: int = 0
+
+    def validate(self) -> None:
+        if self.size < 32 or self.size % 32:
+            raise ValueError(f"size: must be a multiple of 32 and >= 32, got {self.size}")
+        for key in ("repeat", "batch_size", "eval_batch_size"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key}: must be >= 1, got {getattr(self, key)}")
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers: must be >= 0, got {self.num_workers}")
+        if any(n < 1 for n in self.synthetic_images):
+            raise ValueError(f"synthetic_images: each of (train, val, test) must be >= 1, got {list(self.synthetic_images)}")
+        if self.synthetic_size < 128:
+            raise ValueError(f"synthetic_size: must be >= 128, got {self.synthetic_size}")
+        if self.dataset != "synthetic" and not self.root:
+            raise ValueError(f"root: required for dataset {self.dataset!r} (the folder of its published layout)")
+
+    def split_names(self) -> dict[str, str]:
+        """role -> split name after explicit overrides."""
+        names = dict(SPLITS[self.dataset][self.selection])
+        for role in ROLES:
+            override = getattr(self, f"{role}_split")
+            if override:
+                names[role] = override
+        return names
+
+
+@dataclass
+class AugmentConfig:
+    """Training-time augmentation (evaluation never augments)."""
+
+    hflip: float = 0.5  # probability of a horizontal flip
+
+    def validate(self) -> None:
+        if not 0.0 <= self.hflip <= 1.0:
+            raise ValueError(f"hflip: must be in [0, 1], got {self.hflip}")
+
+
+class TransformedDataset:
+    """A base dataset seen through a transform pipeline, ``repeat`` times per epoch.
+
+    Item ``i`` of epoch ``e`` is transformed with ``default_rng([seed, e, i])``: the same
+    whatever the worker that loads it. ``orig_boxes`` in ``meta`` keeps the ground truth in
+    original image coordinates for evaluation.
+    """
+
+    def __init__(self, base: Any, transform: Any, seed: int = 0, repeat: int = 1) -> None:
+        self.base = base
+        self.transform = transform
+        self.seed = int(seed)
+        self.repeat = int(repeat)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.base) * self.repeat
+
+    def __getitem__(self, index: int) -> Sample:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} samples")
+        sample = self.base[index % len(self.base)]
+        sample = sample.copy(meta=dict(sample.meta, orig_boxes=sample.boxes.copy()))
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        return self.transform(sample, rng)
+
+
+class _Concat:
+    """Minimal concatenation of sample sequences (synthetic train+val under `reference`)."""
+
+    def __init__(self, parts: Sequence[Any]) -> None:
+        self.parts = list(parts)
+        self.offsets = np.cumsum([0] + [len(p) for p in self.parts])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, index: int) -> Sample:
+        part = int(np.searchsorted(self.offsets, index, side="right") - 1)
+        return self.parts[part][index - int(self.offsets[part])]
+
+
+def collate_eval(samples: Sequence[Sample]):
+    """``collate_detection`` plus each sample's ground truth in original coordinates."""
+    images, targets, metas = collate_detection(samples)
+    for meta, sample in zip(metas, samples):
+        meta["orig_boxes"] = np.asarray(sample.meta.get("orig_boxes", np.zeros((0, 4))), np.float32)
+    return images, targets, metas
+
+
+def _base_datasets(cfg: DataConfig) -> dict[str, Any]:
+    """role -> untransformed dataset of Samples."""
+    if cfg.dataset == "synthetic" and cfg.root is None:
+        from irstdlab.datasets.synthetic import SyntheticDataset
+
+        sets = {
+            role: SyntheticDataset(n, size=cfg.synthetic_size, seed=cfg.synthetic_seed, split=role,
+                                   difficulty=cfg.synthetic_difficulty)
+            for role, n in zip(ROLES, cfg.synthetic_images)
+        }
+        if cfg.selection == "reference":  # train on train+val, select on test
+            sets = {"train": _Concat([sets["train"], sets["val"]]), "val": sets["test"], "test": sets["test"]}
+        return sets
+    from irstdlab.datasets.readers import open_dataset
+
+    names = cfg.split_names()
+    opened: dict[str, Any] = {}
+    out = {}
+    for role in ROLES:  # val and test may be the same split: open it once
+        name = names[role]
+        if name not in opened:
+            opened[name] = open_dataset(cfg.dataset, cfg.root, split=name, protocol=cfg.protocol,
+                                        load_masks=False)
+        out[role] = opened[name]
+    return out
+
+
+def build_datasets(data_cfg: DataConfig, augment_cfg: AugmentConfig, seed: int = 0) -> dict[str, TransformedDataset]:
+    """``{"train", "val", "test"}`` datasets of transformed samples for a trial.
+
+    Train: resize (the protocol's), flip, repeated ``data_cfg.repeat`` times per epoch.
+    Val/test: resize only. Raises :class:`DatasetError` for a missing root or split.
+    """
+    base = _base_datasets(data_cfg)
+    for role, ds in base.items():
+        if len(ds) == 0:
+            raise DatasetError(data_cfg.root, f"{role} split is empty")
+    train_tf = build_transforms(TransformConfig(data_cfg.protocol, data_cfg.size, augment_cfg.hflip), train=True)
+    eval_tf = build_transforms(TransformConfig(data_cfg.protocol, data_cfg.size, 0.0), train=False)
+    return {
+        "train": TransformedDataset(base["train"], train_tf, seed=seed, repeat=data_cfg.repeat),
+        "val": TransformedDataset(base["val"], eval_tf, seed=seed),
+        "test": TransformedDataset(base["test"], eval_tf, seed=seed),
+    }
+
+
+__all__ = ["AugmentConfig", "DataConfig", "TransformedDataset", "build_datasets", "collate_eval", "SPLITS"]
