@@ -134,7 +134,7 @@ def _show(args: argparse.Namespace) -> int:
     by = query.resolve_metric(df, args.by)
     ranked = query.top(df, by, args.top or None)
     if args.json:
-        out = [{"protocol": p, "dataset": d, "by": by, "total": int((df["protocol"] == p).sum()),
+        out = [{"protocol": p, "dataset": d, "by": by, "total": int(((df["protocol"] == p) & (df["dataset"] == d)).sum()),
                 "rows": json.loads(sub.to_json(orient="records", date_format="iso"))}
                for (p, d), sub in ranked]
         print(json.dumps(out, indent=1))

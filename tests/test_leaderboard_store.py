@@ -268,3 +268,34 @@ def test_dedup_keeps_the_newest_per_key_in_original_order():
     frame = table.to_pandas()
     want = frame.loc[frame.groupby(["search", "trial_id"])["written_at"].idxmax()].sort_values("pos")
     assert list(got["pos"]) == list(want["pos"])
+
+
+def _endless_writer(root: str) -> None:
+    board = lb.open(root)
+    i = 0
+    while True:  # new rows and rewrites of one row, until killed
+        board.append(row(f"n{i}", params={"i": i}))
+        board.append(row("same", metrics={"val/mAP07": i / 1e6}))
+        i += 1
+
+
+def test_a_writer_killed_mid_write_leaves_every_published_row_readable(tmp_path):
+    import os
+    import signal
+    import time
+
+    ctx = mp.get_context("fork")
+    proc = ctx.Process(target=_endless_writer, args=(str(tmp_path),))
+    proc.start()
+    deadline = time.monotonic() + 30
+    while len(list(tmp_path.glob("search=s1/row-*.parquet"))) < 20 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join()
+    res = lb.open(tmp_path).read_table()
+    published = list(tmp_path.glob("search=s1/row-*.parquet"))
+    assert not res.skipped and len(published) >= 20
+    assert res.table.num_rows == len(published)  # one row per published file, none half-written
+    ids = set(res.table["trial_id"].to_pylist())
+    n = len(ids - {"same"})
+    assert ids - {"same"} == {f"n{i}" for i in range(n)}  # appends landed in order, none lost
