@@ -81,7 +81,11 @@ class Resize:
 
 @dataclass(frozen=True)
 class HorizontalFlip:
-    """Mirror left-right with probability ``prob``: ``x' = W - x`` (pixel-edge boxes stay exact)."""
+    """Mirror left-right with probability ``prob``: ``x' = W - x`` (pixel-edge boxes stay exact).
+
+    On a padded sample (``clean`` protocol) only the content ``W = width - pad_right`` is
+    mirrored, so the padding stays bottom/right and ``meta['pad']`` stays true.
+    """
 
     prob: float = 0.5
 
@@ -95,12 +99,16 @@ class HorizontalFlip:
         already = bool(sample.meta.get("flip", False))
         if not flip:
             return sample.copy(meta=dict(sample.meta, flip=already))
-        w = sample.size[1]
+        w = sample.size[1] - int(sample.meta.get("pad", (0, 0))[1])
         boxes = sample.boxes.copy()
         boxes[:, [0, 2]] = w - sample.boxes[:, [2, 0]]
 
         def mirror(a: np.ndarray | None) -> np.ndarray | None:
-            return None if a is None else np.ascontiguousarray(a[:, ::-1])
+            if a is None:
+                return None
+            out = a.copy()
+            out[:, :w] = a[:, w - 1 :: -1] if w < a.shape[1] else a[:, ::-1]
+            return out
 
         return Sample(sample.id, mirror(sample.image), boxes, mirror(sample.sky), mirror(sample.target_mask),
                       sample.orig_size, dict(sample.meta, flip=not already))

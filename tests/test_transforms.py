@@ -94,6 +94,19 @@ def test_flip_geometry_and_twice_is_identity():
         np.testing.assert_array_equal(getattr(twice, name), getattr(s, name))
 
 
+def test_flip_of_a_padded_sample_keeps_the_padding_bottom_right():
+    s = Resize("clean", 128)(_sample(100, 60))  # 128 x 77 content, 51 px pad on the right
+    pad_r = s.meta["pad"][1]
+    w = 128 - pad_r
+    out = HorizontalFlip(1.0)(s, np.random.default_rng(0))
+    np.testing.assert_array_equal(out.image[:, :w], s.image[:, :w][:, ::-1])
+    assert (out.image[:, w:] == 0).all() and (out.sky[:, w:] == 255).all()
+    np.testing.assert_allclose(out.boxes[:, [0, 2]], w - s.boxes[:, [2, 0]])
+    back = HorizontalFlip(1.0)(out, np.random.default_rng(0))
+    np.testing.assert_array_equal(back.image, s.image)
+    np.testing.assert_allclose(back.boxes, s.boxes, atol=1e-4)  # float32 w - (w - x)
+
+
 def test_flip_probability_is_seeded():
     s = _sample()
     never = [HorizontalFlip(0.0)(s, np.random.default_rng(i)).meta["flip"] for i in range(20)]
