@@ -74,12 +74,13 @@ def fcos_losses(
 
     pos_pred = distances[positive]
     pos_ctr = centerness_logits[positive]
-    if pos_pred.shape[0] == 0:  # no positive anywhere: zero losses that still backprop
-        return {"loss_cls": loss_cls, "loss_box": pos_pred.sum(), "loss_centerness": pos_ctr.sum()}
     pos_target = target_distances[positive]
-    pos_xy = point_xy.expand(positive.shape[0], -1, -1)[positive]
     ctr_target = centerness_target(pos_target)
+    # reduced on every worker, positives or not, so no DDP worker waits alone in all_reduce
     ctr_sum = reduce_mean(ctr_target.sum().detach()).clamp(min=1e-6)
+    if pos_pred.shape[0] == 0:  # no positive in this batch: zero losses that still backprop
+        return {"loss_cls": loss_cls, "loss_box": pos_pred.sum(), "loss_centerness": pos_ctr.sum()}
+    pos_xy = point_xy.expand(positive.shape[0], -1, -1)[positive]
     per_box = box_loss(distances_to_boxes(pos_xy, pos_pred), distances_to_boxes(pos_xy, pos_target), box_kind)
     loss_box = (per_box * ctr_target).sum() / ctr_sum
     loss_ctr = F.binary_cross_entropy_with_logits(pos_ctr, ctr_target, reduction="sum") / num_pos

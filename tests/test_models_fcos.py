@@ -333,3 +333,19 @@ def test_overfits_two_synthetic_images_in_30_steps():
         optimiser.step()
         history.append(total.item())
     assert history[-1] <= 0.5 * history[0], history
+
+
+def test_losses_under_a_process_group(tmp_path):
+    # the DDP path: num_pos and the centerness sum go through all_reduce (one gloo worker here)
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        xy = torch.tensor([[10.0, 10.0], [30.0, 30.0]])
+        target = torch.tensor([[[2.0, 2.0, 2.0, 2.0], [0.0, 0.0, 0.0, 0.0]]])
+        cls = torch.tensor([[0.0, -2.0]])
+        for positive in (torch.tensor([[True, False]]), torch.tensor([[False, False]])):
+            losses = fcos_losses(cls, target.clone(), torch.zeros(1, 2), xy, positive, target)
+            assert all(torch.isfinite(v) for v in losses.values())
+    finally:
+        dist.destroy_process_group()
