@@ -263,7 +263,8 @@ class Leaderboard:
             paths = self.files(part.name[len("search="):])
             if len(paths) <= 1:
                 continue
-            stats = {p: os.stat(p) for p in paths}
+            stats = {p: os.stat(p) for p in paths if p.exists()}
+            paths = list(stats)
             res = self.read_table(files=paths, warn=False)
             bad = {p for p, _ in res.skipped}
             if res.table.num_rows:
@@ -272,11 +273,15 @@ class Leaderboard:
             for p in paths:
                 if str(p) in bad:
                     continue
-                st = os.stat(p)
                 before = stats[p]
-                if (st.st_ino, st.st_mtime_ns, st.st_size) == (before.st_ino, before.st_mtime_ns, before.st_size):
-                    p.unlink()
-                    removed += 1
+                try:  # a concurrent compaction may have removed it already
+                    st = os.stat(p)
+                    if (st.st_ino, st.st_mtime_ns, st.st_size) == (before.st_ino, before.st_mtime_ns,
+                                                                   before.st_size):
+                        p.unlink()
+                        removed += 1
+                except FileNotFoundError:
+                    pass
             done[part.name[len("search="):]] = removed
         return done
 

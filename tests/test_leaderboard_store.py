@@ -299,3 +299,20 @@ def test_a_writer_killed_mid_write_leaves_every_published_row_readable(tmp_path)
     ids = set(res.table["trial_id"].to_pylist())
     n = len(ids - {"same"})
     assert ids - {"same"} == {f"n{i}" for i in range(n)}  # appends landed in order, none lost
+
+
+def test_two_compactions_at_once_lose_nothing(tmp_path):
+    board = lb.open(tmp_path)
+    for i in range(60):
+        board.append(row(f"t{i}", metrics={"val/mAP07": i / 100}))
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=lb.open(tmp_path).compact) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0]
+    df = board.read()
+    assert sorted(df["trial_id"]) == sorted(f"t{i}" for i in range(60))
+    assert dict(zip(df["trial_id"], df["metric.val/mAP07"]))["t42"] == 0.42
+    assert not list(tmp_path.glob("search=s1/row-*"))
