@@ -83,9 +83,24 @@ class LeaderboardCallback(Callback):
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         """Trials still unfinished here were interrupted (Ctrl-C, or a stop): record them too."""
+        final = self.final_trial_ids()  # rows from earlier sessions of a resumed search count too
         for trial in trials:
-            if self.written.get(trial.trial_id) not in FINAL_STATUSES and trial.last_result:
+            if trial.trial_id not in final and self.written.get(trial.trial_id) not in FINAL_STATUSES \
+                    and trial.last_result:
                 self.write(trial, "interrupted")
+
+    def final_trial_ids(self) -> set[str]:
+        import warnings
+
+        from irstdlab.leaderboards import open as open_leaderboard
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            table = open_leaderboard(self.leaderboard_dir).read_table(search=self.search).table
+        if not table.num_rows:
+            return set()
+        return {t for t, s in zip(table.column("trial_id").to_pylist(), table.column("status").to_pylist())
+                if s in FINAL_STATUSES}
 
     # ------------------------------------------------------------------ rows
     def row(self, trial: Any, status: str, reason: str | None = None) -> dict[str, Any]:

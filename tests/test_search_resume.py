@@ -1,0 +1,157 @@
+"""Resuming a search after SIGKILL / SIGINT of its driver, and ASHA rungs that survive a restart."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from irstdlab.harness.search_callbacks import PersistentASHA
+
+TINY = ["--set", "data.synthetic_images=[48,8,8]", "--num-cpus", "2"]
+LINE = re.compile(r"^(\w{8})\s+(\d+)/(\d+)\s+(\S+)\s+(\w+)")  # trial, epoch/max, metric, status
+
+
+# ---------------------------------------------------------------------------------- ASHA state
+def _asha(path: Path) -> PersistentASHA:
+    return PersistentASHA(str(path), time_attr="epoch", metric="m", mode="max", max_t=4, grace_period=1,
+                          reduction_factor=2)
+
+
+def test_asha_rungs_survive_a_restart(tmp_path):
+    path = tmp_path / "asha_state.json"
+    first = _asha(path)
+    for i, value in enumerate([0.9, 0.8, 0.7]):
+        trial = SimpleNamespace(trial_id=f"t{i}")
+        first.on_trial_add(None, trial)
+        assert first.on_trial_result(None, trial, {"epoch": 1, "m": value}) == "CONTINUE" or i > 0
+    assert path.is_file()
+    bad = SimpleNamespace(trial_id="late")
+    # A restarted search (Ray restores the scheduler as pickled at start: empty rungs) ...
+    fresh = _asha(tmp_path / "other.json")
+    fresh.on_trial_add(None, bad)
+    assert fresh.on_trial_result(None, bad, {"epoch": 1, "m": 0.1}) == "CONTINUE"  # no records: no cut
+    # ... but ours reads the rungs back and cuts the weak newcomer as the first run would have.
+    restored = _asha(path)
+    restored.on_trial_add(None, bad)
+    assert restored.on_trial_result(None, bad, {"epoch": 1, "m": 0.1}) == "STOP"
+    assert set(restored.rung_state()["brackets"][0][-1][1]) >= {"t0", "t1", "t2", "late"}
+
+
+# ---------------------------------------------------------------------------------- kill and resume
+class Driver:
+    """`irstdlab search` in its own process group, stdout lines collected by a thread."""
+
+    def __init__(self, args: list[str], cwd: Path) -> None:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen([sys.executable, "-m", "irstdlab.harness.cli", "search", *args], cwd=cwd,
+                                     env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     start_new_session=True)
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.text: list[str] = []
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        for line in self.proc.stdout:
+            self.text.append(line)
+            self.lines.put(line)
+
+    def wait_for(self, predicate, timeout: float) -> re.Match:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=1)
+            except queue.Empty:
+                if self.proc.poll() is not None:
+                    break
+                continue
+            match = LINE.match(line)
+            if match and predicate(match):
+                return match
+        raise AssertionError("driver never reached the expected point:\n" + "".join(self.text[-60:]))
+
+    def finish(self, timeout: float) -> int:
+        try:
+            return self.proc.wait(timeout=timeout)
+        finally:
+            self.kill_group()
+
+    def kill_group(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _rows(storage: Path):
+    import warnings
+
+    from irstdlab.leaderboards import open as open_leaderboard
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return open_leaderboard(storage / "leaderboard").read_table(search="kr").table.to_pandas()
+
+
+def _expected_configs() -> list[dict]:
+    """The first 3 suggestions of the seeded searcher (TPE's random start-up phase)."""
+    from irstdlab.harness.search import SearchOptions, _preview, build_space
+
+    space = build_space(SearchOptions(space="quickstart", max_epochs=4, overrides=("data.synthetic_images=[48,8,8]",)))
+    return _preview(space, 3)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["sigkill", "sigint"])
+def test_kill_and_resume(tmp_path, sig):
+    storage = tmp_path / "runs"
+    args = ["quickstart", "--name", "kr", "--storage", str(storage), "--num-samples", "3", "--max-epochs", "4",
+            "--max-concurrent", "1", "--scheduler", "none", *TINY]
+    first = Driver(args, tmp_path)
+    try:
+        done = first.wait_for(lambda m: m.group(5) == "completed", 400).group(1)
+        victim = first.wait_for(lambda m: m.group(1) != done and m.group(2) == "2" and m.group(5) == "running",
+                                300).group(1)
+        time.sleep(1.5)  # let Tune snapshot the experiment after that checkpoint (it does every 2nd)
+        if sig == signal.SIGKILL:
+            os.killpg(first.proc.pid, signal.SIGKILL)  # the driver and every Ray process it started
+            first.proc.wait(timeout=60)
+        else:
+            os.kill(first.proc.pid, signal.SIGINT)  # Ctrl-C: Tune saves its state and we exit non-zero
+            assert first.proc.wait(timeout=240) == 130, "".join(first.text[-40:])
+            assert f"irstdlab search --resume --name kr --storage {storage}" in "".join(first.text)
+            before = _rows(storage).set_index("trial_id")
+            assert before.loc[victim, "status"] == "interrupted" and before.loc[done, "status"] == "completed"
+    finally:
+        first.kill_group()
+    row_files = sorted((storage / "leaderboard").rglob("*.parquet"))
+    done_row = _rows(storage).set_index("trial_id").loc[done]
+
+    second = Driver(["--resume", "--name", "kr", "--storage", str(storage)], tmp_path)
+    resumed = second.wait_for(lambda m: m.group(1) == victim and m.group(5) == "running", 400)
+    assert int(resumed.group(2)) >= 2, "the interrupted trial restarted from scratch instead of its checkpoint"
+    assert second.finish(timeout=500) == 0, "".join(second.text[-60:])
+    assert all(LINE.match(ln) is None or LINE.match(ln).group(1) != done for ln in second.text)  # not re-run
+
+    df = _rows(storage)
+    assert len(df) == 3 and df["trial_id"].is_unique
+    assert (df["status"] == "completed").all() and (df["epochs_completed"] == 4).all()
+    after = df.set_index("trial_id").loc[done]
+    assert after["written_at"] == done_row["written_at"]  # the finished trial's row is untouched
+    assert set(p.name for p in row_files) <= set(p.name for p in (storage / "leaderboard").rglob("*.parquet"))
+    # the restored, seeded searcher went on with the same suggestion sequence as an uninterrupted run
+    got = sorted(df["params_json"])
+    import json
+
+    want = sorted(json.dumps({**c, "train.seed": 0}, sort_keys=True) for c in _expected_configs())
+    assert got == want
