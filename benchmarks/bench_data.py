@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         from irstdlab.datasets.synthetic import write_dataset
 
         tmp = tempfile.TemporaryDirectory()
-        print(f"{args.root} not found: benchmarking the synthetic set (64 images, 512 px) instead", file=sys.stderr)
+        print(f"{args.root} not found: benchmarking a synthetic set written in the same layout (107 images, 512 px) instead", file=sys.stderr)
         write_dataset(tmp.name, num_images=107, size=512, seed=args.seed)
         args.root = Path(tmp.name)
         source_note = "synthetic (DenseSIRST-mini absent)"
