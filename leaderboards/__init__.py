@@ -7,6 +7,7 @@ lazily, inside the plot functions).
 
 from irstdlab.leaderboards.errors import LeaderboardError
 from irstdlab.leaderboards.schema import SCHEMA_VERSION, STATUSES
-from irstdlab.leaderboards.store import Leaderboard, LeaderboardWarning, open
+from irstdlab.leaderboards.store import Leaderboard, LeaderboardWarning, check_search_name, open
 
-__all__ = ["Leaderboard", "LeaderboardError", "LeaderboardWarning", "SCHEMA_VERSION", "STATUSES", "open"]
+__all__ = ["Leaderboard", "LeaderboardError", "LeaderboardWarning", "SCHEMA_VERSION", "STATUSES",
+           "check_search_name", "open"]

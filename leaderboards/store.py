@@ -53,6 +53,14 @@ class ReadResult:
     retyped: list[str] = field(default_factory=list)                # columns read as strings
 
 
+def check_search_name(search: str) -> str:
+    """Raise ``LeaderboardError`` unless ``search`` can name a partition directory."""
+    if not isinstance(search, str) or not _SEARCH_RE.match(search):
+        raise LeaderboardError("search", f"{search!r}: use letters, digits and . _ + - "
+                               "(it names a directory), starting with a letter or digit")
+    return search
+
+
 def partition_dir(root: Path, search: str) -> Path:
     return root / f"search={search}"
 
@@ -162,10 +170,7 @@ class Leaderboard:
     def append(self, row: Mapping[str, Any]) -> Path:
         """Validate ``row`` and publish it atomically; returns the row's file."""
         table = S.row_table(row)
-        search = table["search"][0].as_py()
-        if not _SEARCH_RE.match(search):
-            raise LeaderboardError("search", f"{search!r}: use letters, digits and . _ + - "
-                                   "(it names a directory)")
+        search = check_search_name(table["search"][0].as_py())
         part = partition_dir(self.root, search)
         part.mkdir(parents=True, exist_ok=True)
         final = part / row_file_name(search, table["trial_id"][0].as_py())
@@ -177,8 +182,7 @@ class Leaderboard:
         table = S.cast_core(table)
         out = []
         for search in pc.unique(table["search"]).to_pylist():
-            if not isinstance(search, str) or not _SEARCH_RE.match(search):
-                raise LeaderboardError("search", f"{search!r}: not a valid search name")
+            check_search_name(search)
             part = partition_dir(self.root, search)
             part.mkdir(parents=True, exist_ok=True)
             rows = table.filter(pc.equal(table["search"], search)).drop_columns(["search"])
