@@ -1,0 +1,101 @@
+"""Inference over a loader -> detections in ORIGINAL image coordinates -> VOC metrics.
+
+Protocols (DESIGN.md "Two protocols"):
+* ``reference``: boxes are clamped to the resized image, divided by the (anisotropic) scale
+  factor, and scored with the legacy +1 box arithmetic against GT in original coordinates
+  (the DenseSIRST reader's ``protocol="reference"`` applies the released code's -1 shift).
+* ``clean``: the same mapping (isotropic scale, padding at the bottom/right only) and exact
+  continuous IoU.
+mAP07 = 11-point AP, mAP12 = area AP, both at IoU 0.5; recall = recall at the end of the list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from irstdlab.harness.metrics import evaluate_detections
+
+
+@dataclass
+class Predictions:
+    """Per-image detections (original coordinates) and ground truth, in loader order."""
+
+    ids: list[str]
+    boxes: list[np.ndarray]
+    scores: list[np.ndarray]
+    gt_boxes: list[np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def to_original(boxes: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
+    """Input-coordinate xyxy boxes -> original image coordinates (clamped to the image content)."""
+    sy, sx = meta["scale"]
+    h, w = meta["orig_size"]
+    out = boxes.astype(np.float64).copy()
+    # clamp to the resized content (the padded margin is not image), then undo the scale
+    out[:, [0, 2]] = np.clip(out[:, [0, 2]], 0.0, w * sx) / sx
+    out[:, [1, 3]] = np.clip(out[:, [1, 3]], 0.0, h * sy) / sy
+    return out.astype(np.float32)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader: Any, device: torch.device, amp_dtype: torch.dtype | None = None,
+            channels_last: bool = False) -> Predictions:
+    """Run ``model`` in eval mode over ``loader`` (batches from ``collate_eval``)."""
+    was_training = model.training
+    model.eval()
+    preds = Predictions([], [], [], [])
+    try:
+        for images, _targets, metas in loader:
+            images = images.to(device, non_blocking=True)
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
+                outputs = model(images)
+            for out, meta in zip(outputs, metas):
+                boxes = out["boxes"].float().cpu().numpy().reshape(-1, 4)
+                preds.ids.append(meta["id"])
+                preds.boxes.append(to_original(boxes, meta))
+                preds.scores.append(out["scores"].float().cpu().numpy().reshape(-1))
+                preds.gt_boxes.append(np.asarray(meta["orig_boxes"], np.float32).reshape(-1, 4))
+    finally:
+        model.train(was_training)
+    return preds
+
+
+def score(preds: Predictions, protocol: str, prefix: str = "") -> dict[str, float]:
+    """mAP07 / mAP12 / recall (+ counts) of ``preds`` under ``protocol``."""
+    legacy = protocol == "reference"
+    dets = list(zip(preds.boxes, preds.scores))
+    voc07 = evaluate_detections(dets, preds.gt_boxes, iou_thr=0.5, ap_mode="11points", legacy_coordinates=legacy)
+    voc12 = evaluate_detections(dets, preds.gt_boxes, iou_thr=0.5, ap_mode="area", legacy_coordinates=legacy)
+    return {
+        f"{prefix}mAP07": float(voc07["ap"]),
+        f"{prefix}mAP12": float(voc12["ap"]),
+        f"{prefix}recall": float(voc07["recall"]),
+        f"{prefix}num_images": len(preds),
+        f"{prefix}num_gts": int(voc07["num_gts"]),
+        f"{prefix}num_dets": int(voc07["num_dets"]),
+    }
+
+
+def curves(preds: Predictions, protocol: str) -> dict[str, np.ndarray]:
+    """Ranked precision/recall (area mode) for a PR plot."""
+    result = evaluate_detections(list(zip(preds.boxes, preds.scores)), preds.gt_boxes, iou_thr=0.5,
+                                 ap_mode="area", legacy_coordinates=protocol == "reference")
+    return {"precision": np.asarray(result["precision_curve"]), "recall": np.asarray(result["recall_curve"])}
+
+
+def evaluate_model(model: nn.Module, loader: Any, device: torch.device, protocol: str, prefix: str = "",
+                   amp_dtype: torch.dtype | None = None, channels_last: bool = False) -> dict[str, float]:
+    return score(predict(model, loader, device, amp_dtype, channels_last), protocol, prefix)
+
+
+__all__ = ["Predictions", "curves", "evaluate_model", "predict", "score", "to_original"]

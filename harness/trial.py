@@ -1,0 +1,252 @@
+"""One trial: build data and model from a `TrialConfig`, train for the scheduled epochs,
+validate every epoch, report metrics and a checkpoint every epoch, and evaluate the selected
+checkpoint on the test split at the end.
+
+The same :func:`run_trial` runs in three places; only the :class:`Reporter` differs
+(``harness/reporting.py``): on Ray Train workers (:func:`train_worker`), directly inside a Ray
+Tune trial (:func:`tune_trial`), and without Ray (``irstdlab train --no-ray``, tests).
+
+Reproducibility: every epoch starts from RNG states derived from (seed, epoch, rank), the
+sampler is a seeded ``DistributedSampler`` and augmentations draw from (seed, epoch, index), so a
+run resumed from its epoch-E checkpoint replays epoch E+1 exactly as the uninterrupted run did.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+from irstdlab.datasets.build import build_datasets, collate_eval
+from irstdlab.datasets.transforms import collate_detection
+from irstdlab.harness import configtree
+from irstdlab.harness.checkpoint import load_checkpoint, save_checkpoint, selected_weights, set_rng_state, unwrap
+from irstdlab.harness.config import TrialConfig
+from irstdlab.harness.errors import ConfigError, UserError
+from irstdlab.harness.evaluate import evaluate_model
+from irstdlab.harness.optim import build_optimizer, build_scheduler
+from irstdlab.harness.reporting import Reporter
+
+
+class TrialDiverged(UserError):
+    """The loss became non-finite: the trial stops instead of training a NaN model."""
+
+
+# ---------------------------------------------------------------------------------- seeding
+def seed_everything(*key: int) -> None:
+    """Seed torch, numpy and random from a tuple key, e.g. (seed,) or (seed, epoch, rank)."""
+    value = int(np.random.SeedSequence([int(k) for k in key]).generate_state(1)[0])
+    random.seed(value)
+    np.random.seed(value)
+    torch.manual_seed(value)
+
+
+def seed_loader_worker(worker_id: int) -> None:
+    """DataLoader workers: numpy/random from torch's per-worker seed (itself seeded per epoch)."""
+    value = torch.initial_seed() % 2**32
+    np.random.seed(value)
+    random.seed(value)
+
+
+def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype, or None for full precision. ``auto``: bf16 on a CUDA device that has it."""
+    if mode == "off" or (mode == "auto" and device.type != "cuda"):
+        return None
+    if mode == "fp16":
+        return torch.float16
+    if mode == "auto" and not torch.cuda.is_bf16_supported():
+        return None
+    return torch.bfloat16
+
+
+# ---------------------------------------------------------------------------------- one epoch
+def train_one_epoch(model, loader, optimizer, scheduler, scaler, *, epoch: int, max_iters: int, device,
+                    amp_dtype, channels_last: bool, cfg: TrialConfig, reporter: Reporter) -> dict[str, float]:
+    model.train()
+    sums: dict[str, float] = {}
+    images_seen, iters, lr = 0, 0, 0.0
+    start = time.perf_counter()
+    for images, targets, _metas in loader:
+        if iters >= max_iters:
+            break
+        global_iter = scheduler.last_epoch  # iterations finished before this one
+        images = images.to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
+        with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
+            losses = model(images, targets)
+        losses = {k: v.float() for k, v in losses.items()}
+        if cfg.train.debug_nan_at_iter == global_iter:  # test hook, see TrainConfig
+            losses["loss_cls"] = losses["loss_cls"] * float("nan")
+        total = sum(losses.values())
+        values = {k: float(v.detach()) for k, v in losses.items()}
+        if not math.isfinite(sum(values.values())):
+            bad = next(k for k, v in values.items() if not math.isfinite(v))
+            raise TrialDiverged(f"diverged at epoch {epoch + 1}, iteration {global_iter} "
+                                f"(loss term {bad} = {values[bad]})")
+        lr = float(optimizer.param_groups[0]["lr"])  # the LR this iteration trains with
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(total).backward()
+        if cfg.optim.grad_clip is not None:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        for k, v in values.items():
+            sums[k] = sums.get(k, 0.0) + v
+        iters += 1
+        images_seen += images.shape[0]
+        if cfg.train.log_every and iters % cfg.train.log_every == 0:
+            reporter.log(f"epoch {epoch + 1} iter {iters}/{max_iters} loss {sum(values.values()):.4f}")
+    elapsed = time.perf_counter() - start
+    stats = {f"train/{k}": v / max(iters, 1) for k, v in sums.items()}
+    stats["train/loss"] = sum(stats.values())
+    stats["train/iterations"] = iters
+    stats["train/time_s"] = elapsed
+    stats["lr"] = lr if iters else float(optimizer.param_groups[0]["lr"])  # of the epoch's last iteration
+    # every rank processes its shard at the same pace: global throughput ~ local x world size
+    stats["images_per_s"] = images_seen * reporter.world_size / max(elapsed, 1e-9)
+    return stats
+
+
+# ---------------------------------------------------------------------------------- the trial
+def run_trial(cfg: TrialConfig, reporter: Reporter) -> dict[str, Any]:
+    """Train and evaluate one trial; returns the metrics of the last report."""
+    from irstdlab.models import build as build_model
+
+    seed, rank = cfg.train.seed, reporter.world_rank
+    seed_everything(seed)  # identical initial weights on every rank
+    device = reporter.device(cfg.train.device)
+    amp_dtype = resolve_amp(cfg.train.amp, device)
+    channels_last = cfg.train.channels_last and device.type == "cuda"
+    protocol = cfg.data.protocol
+
+    data = build_datasets(cfg.data, cfg.augment, seed=seed)
+    sampler = DistributedSampler(data["train"], num_replicas=reporter.world_size, rank=rank, shuffle=True, seed=seed)
+    loader_args = dict(num_workers=cfg.data.num_workers, worker_init_fn=seed_loader_worker,
+                       pin_memory=device.type == "cuda")
+    train_loader = reporter.prepare_loader(DataLoader(data["train"], batch_size=cfg.data.batch_size, sampler=sampler,
+                                                      collate_fn=collate_detection, **loader_args))
+    eval_loaders = {role: DataLoader(data[role], batch_size=cfg.data.eval_batch_size, shuffle=False,
+                                     collate_fn=collate_eval, **loader_args) for role in ("val", "test")}
+
+    model = build_model(cfg.model)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model = reporter.prepare_model(model, device)
+    optimizer = build_optimizer(unwrap(model), cfg.optim)
+    max_iters = min(len(train_loader), cfg.train.max_iters_per_epoch or len(train_loader))
+    scheduler = build_scheduler(optimizer, cfg.schedule, max_iters)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+
+    config_json, config_hash = cfg.canonical_json(), cfg.config_hash
+    history: list[dict[str, Any]] = []
+    best_epoch, best_value, best_weights = 0, -math.inf, None
+    start_epoch = 0
+    restore = reporter.restore_dir()
+    if restore is not None:
+        state = load_checkpoint(restore)
+        if state["config_hash"] != config_hash:
+            raise ConfigError(f"{restore}: checkpoint of config {state['config_hash']}, "
+                              f"this trial is {config_hash}; resume needs the same config")
+        unwrap(model).load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        start_epoch, history = int(state["epoch"]), list(state["history"])
+        best_epoch, best_value = int(state["best_epoch"]), float(state["best_value"])
+        best_weights = selected_weights(state) if best_epoch else None
+        reporter.log(f"resumed from {restore} after epoch {start_epoch}")
+
+    epochs = cfg.schedule.epochs
+    metrics: dict[str, Any] = {}
+    for epoch in range(start_epoch, epochs):
+        seed_everything(seed, epoch, rank)
+        sampler.set_epoch(epoch)
+        data["train"].set_epoch(epoch)
+        metrics = {"epoch": epoch + 1, "epochs": epochs, "protocol": protocol, "selection": cfg.data.selection,
+                   "config_hash": config_hash}
+        metrics.update(train_one_epoch(model, train_loader, optimizer, scheduler, scaler, epoch=epoch,
+                                       max_iters=max_iters, device=device, amp_dtype=amp_dtype,
+                                       channels_last=channels_last, cfg=cfg, reporter=reporter))
+        if "d" in optimizer.param_groups[0]:  # DAdaptAdam's adapted step size
+            metrics["dadapt_d"] = float(optimizer.param_groups[0]["d"])
+        last = epoch + 1 == epochs
+        checkpoint_dir = None
+        with tempfile.TemporaryDirectory(prefix="irstdlab-ckpt-") as tmp:
+            if reporter.is_chief:  # rank 0 evaluates and writes; the others only report
+                if (epoch + 1) % cfg.eval.every == 0 or last:
+                    metrics.update(evaluate_model(unwrap(model), eval_loaders["val"], device, protocol, "val/",
+                                                  amp_dtype, channels_last))
+                    value = metrics[f"val/{cfg.eval.select_metric}"]
+                    if value > best_value:
+                        best_epoch, best_value = epoch + 1, value
+                        best_weights = {k: v.detach().cpu().clone() for k, v in unwrap(model).state_dict().items()}
+                metrics["best_epoch"] = best_epoch
+                if best_epoch:
+                    metrics[f"best/val/{cfg.eval.select_metric}"] = best_value
+                history.append({k: v for k, v in metrics.items() if isinstance(v, (int, float, str))})
+                save_checkpoint(tmp, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+                                epoch=epoch + 1, config_json=config_json, config_hash=config_hash,
+                                history=history, best_epoch=best_epoch, best_value=best_value,
+                                best_model=None if best_epoch == epoch + 1 else best_weights)
+                checkpoint_dir = Path(tmp)
+                if last and cfg.eval.test_at_end:
+                    if best_weights is not None and best_epoch != epoch + 1:
+                        unwrap(model).load_state_dict(best_weights)  # the selected weights, not the last
+                    metrics.update(evaluate_model(unwrap(model), eval_loaders["test"], device, protocol, "test/",
+                                                  amp_dtype, channels_last))
+            reporter.report(metrics, checkpoint_dir)
+    return metrics
+
+
+# ---------------------------------------------------------------------------------- entry points
+def config_from_loop_config(loop_config: dict[str, Any]) -> TrialConfig:
+    """``{"config_json": ...}`` or a (possibly dotted-key) TrialConfig mapping -> TrialConfig."""
+    if "config_json" in loop_config:
+        return TrialConfig.from_json(loop_config["config_json"])
+    tree: dict[str, Any] = {}
+    for key, value in loop_config.items():
+        if isinstance(value, dict) and "." not in key:
+            configtree.set_path(tree, [key], configtree.merge(tree.get(key, {}), value))
+        else:
+            configtree.set_path(tree, key.split("."), value)
+    return TrialConfig.from_dict(tree, "trial config")
+
+
+def train_worker(loop_config: dict[str, Any]) -> None:
+    """Ray Train's per-worker function (``TorchTrainer(train_worker, train_loop_config=...)``)."""
+    from irstdlab.harness.reporting import RayTrainReporter
+
+    run_trial(config_from_loop_config(loop_config), RayTrainReporter())
+
+
+def tune_trial(config: dict[str, Any]) -> None:
+    """A Ray Tune function trainable running the loop in the trial itself (single worker)."""
+    from irstdlab.harness.reporting import TuneReporter
+
+    run_trial(config_from_loop_config(config), TuneReporter())
+
+
+def load_selected_model(checkpoint: str | Path):
+    """(model in eval mode with the selected weights, TrialConfig) from a checkpoint."""
+    from irstdlab.models import build as build_model
+
+    state = load_checkpoint(checkpoint)
+    cfg = TrialConfig.from_json(state["config_json"])
+    model = build_model(cfg.model)
+    model.load_state_dict(selected_weights(state))
+    return model.eval(), cfg, state
+
+
+__all__ = ["TrialDiverged", "load_selected_model", "run_trial", "seed_everything", "train_worker", "tune_trial"]
