@@ -47,9 +47,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     synth = sub.add_parser("synth", help="write a synthetic data set in the DenseSIRST layout")
     synth.add_argument("--out", required=True, type=Path, help="new (or empty) folder to become the data-set root")
     synth.add_argument("--images", required=True, type=_positive_int, help="number of images")
-    synth.add_argument("--size", required=True, type=_positive_int, help="image side in pixels")
+    synth.add_argument("--size", type=_positive_int, default=128, help="image side in pixels (>= 128; default 128)")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--difficulty", choices=("easy", "medium", "hard"), default="medium")
+    synth.add_argument("--overwrite", action="store_true", help="replace an existing data set in --out")
     synth.set_defaults(handler=run_synth)
 
 
@@ -131,7 +132,7 @@ def run_synth(args: argparse.Namespace) -> int:
     from irstdlab.datasets.synthetic import write_dataset
 
     summary = write_dataset(args.out, num_images=args.images, size=args.size, seed=args.seed,
-                            difficulty=args.difficulty)
+                            difficulty=args.difficulty, overwrite=args.overwrite)
     print(json.dumps(summary, indent=2, default=str))
     print(f"check it with: irstdlab data check --dataset synthetic --root {args.out}", file=sys.stderr)
     return 0
