@@ -109,6 +109,8 @@ class ChannelSelector(nn.Module):
             raise ValueError(f"selection must be one of {SELECTIONS}, got {strategy!r}")
         self.channels, self.k, self.strategy = channels, k, strategy
         self.scorer = LSKLayer(channels) if strategy.startswith("dynamic") else None
+        # benchmarks flip this to measure what skipping the (gradient-free) graph saves
+        self.score_without_graph = True
         self.register_buffer("fixed_index", fixed_channels(channels, k), persistent=False)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
@@ -118,7 +120,7 @@ class ChannelSelector(nn.Module):
         if self.strategy == "random":
             idx = torch.rand(b, self.channels, device=x.device).topk(self.k, dim=1).indices
             return idx.sort(dim=1).values, None
-        if self.strategy == "dynamic":
+        if self.strategy == "dynamic" and self.score_without_graph:
             with torch.no_grad():
                 score = self.scorer(x)
         else:
