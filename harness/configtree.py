@@ -23,6 +23,7 @@ import yaml
 from irstdlab.harness.errors import ConfigError
 
 _NONE_TYPE = type(None)
+_INFINITIES = {"inf": math.inf, "+inf": math.inf, "infinity": math.inf, "-inf": -math.inf, "-infinity": -math.inf}
 
 
 def _describe(value: Any) -> str:
@@ -76,6 +77,8 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
             raise ConfigError(f"{path}: expected an integer, got {_describe(value)}")
         return value
     if tp is float:
+        if isinstance(value, str) and value.strip().lower() in _INFINITIES:
+            return _INFINITIES[value.strip().lower()]  # JSON has no infinity: to_dict writes "inf"
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path}: expected a number, got {_describe(value)}")
         value = float(value)

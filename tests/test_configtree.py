@@ -108,3 +108,14 @@ def test_canonical_json_and_hash_ignore_key_order_but_not_values():
 def test_field_paths_lists_every_leaf():
     paths = field_paths(Outer)
     assert set(paths) == {"name", "root", "inner.p", "inner.hidden", "inner.mode", "inner.ranges"}
+
+
+def test_infinity_round_trips_through_json():
+    import json
+
+    cfg = from_dict(Outer, {"inner": {"ranges": [64.0, float("inf")]}})
+    text = canonical_json(cfg)
+    assert '"inf"' in text
+    assert from_dict(Outer, json.loads(text)) == cfg
+    with pytest.raises(ConfigError, match="inner.p: expected a number, got 'infinite'"):
+        from_dict(Outer, {"inner": {"p": "infinite"}})
