@@ -16,6 +16,7 @@ from importlib import metadata
 COMMAND_MODULES = (
     "irstdlab.harness.cli_data",
     "irstdlab.harness.cli_models",
+    "irstdlab.harness.cli_train",
     "irstdlab.harness.cli_search",
     "irstdlab.harness.cli_leaderboard",
 )

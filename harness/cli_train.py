@@ -1,0 +1,226 @@
+"""`irstdlab train` and `irstdlab eval`.
+
+``train`` runs one trial from a preset or a YAML file (plus ``--set`` overrides) as a Ray Train
+run on an embedded local Ray (``--workers``, ``--gpus-per-worker``), or in this process with
+``--no-ray``. Results, checkpoints, ``progress.jsonl`` and TensorBoard logs go under
+``--storage/--name``. ``--json`` makes the last line of standard output one JSON object with
+``metrics``, ``best_epoch``, ``checkpoint`` and ``config_hash``.
+
+``eval`` loads a checkpoint with ``torch.load(weights_only=True)``, evaluates its selected
+weights on a split, and writes ``metrics.json``, a PR-curve PNG and optionally detections.
+
+torch and Ray are imported inside the handlers so that ``irstdlab --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from irstdlab.harness.errors import ConfigError, UserError
+
+DEFAULT_STORAGE = "./irstdlab-runs"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("train", help="train one detector (a preset or a YAML config)",
+                              description="Train one trial; prints one line per epoch and a final summary.")
+    p.add_argument("config", nargs="?", default="quickstart", metavar="CONFIG|PRESET",
+                   help="a YAML file or a preset name (default: quickstart)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value (YAML-parsed), e.g. --set schedule.epochs=2; repeatable")
+    p.add_argument("--workers", type=int, default=1, help="Ray Train workers (DDP); default 1")
+    p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per worker (0 = CPU, gloo)")
+    p.add_argument("--no-ray", action="store_true", help="train in this process without Ray")
+    p.add_argument("--storage", default=DEFAULT_STORAGE, help=f"results folder (default {DEFAULT_STORAGE})")
+    p.add_argument("--name", default=None, help="run name (default: <config>-<hash>-<time>); reusing one resumes it")
+    p.add_argument("--address", default=None, help="join an existing Ray cluster (e.g. auto) instead of starting one")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded Ray (default: all)")
+    p.add_argument("--json", action="store_true", help="last stdout line: one JSON object with the results")
+    p.set_defaults(handler=cmd_train)
+
+    e = subparsers.add_parser("eval", help="evaluate a checkpoint on a split (metrics JSON, PR curve)")
+    e.add_argument("checkpoint", help="a checkpoint folder or its checkpoint.pt")
+    e.add_argument("--dataset", choices=("synthetic", "densesirst", "sirstv2"), default=None,
+                   help="data set (default: the one the checkpoint was trained on)")
+    e.add_argument("--root", default=None, help="data set root (for on-disk layouts)")
+    e.add_argument("--split", default="test", help="split name, or train/val/test role (default test)")
+    e.add_argument("--protocol", choices=("clean", "reference"), default=None,
+                   help="box geometry and AP arithmetic (default: the checkpoint's)")
+    e.add_argument("--out", default=None, help="output folder (default: <checkpoint>/eval-<split>)")
+    e.add_argument("--show", type=int, default=0, metavar="N", help="also draw detections on the first N images")
+    e.add_argument("--batch-size", type=int, default=None, help="evaluation batch size")
+    e.set_defaults(handler=cmd_eval)
+
+
+# ------------------------------------------------------------------------------------ train
+def _run_name(config: str, config_hash: str) -> str:
+    label = Path(config).stem if config.endswith((".yaml", ".yml")) else config
+    return f"{label}-{config_hash}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _summary(metrics: dict[str, Any], checkpoint: str | None, cfg: Any, run_dir: Path, wall: float) -> dict[str, Any]:
+    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
+    return {
+        "metrics": clean,
+        "best_epoch": metrics.get("best_epoch"),
+        "checkpoint": checkpoint,
+        "config_hash": cfg.config_hash,
+        "run_dir": str(run_dir),
+        "protocol": cfg.data.protocol,
+        "selection": cfg.data.selection,
+        "wall_time_s": round(wall, 2),
+    }
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import yaml
+
+    from irstdlab.harness.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    if args.workers < 1:
+        raise ConfigError(f"--workers: must be >= 1, got {args.workers}")
+    if args.gpus_per_worker < 0:
+        raise ConfigError(f"--gpus-per-worker: must be >= 0, got {args.gpus_per_worker}")
+    if args.no_ray and args.workers != 1:
+        raise ConfigError("--no-ray runs one process: --workers must be 1")
+    name = args.name or _run_name(args.config, cfg.config_hash)
+    storage = Path(args.storage)
+    run_dir = storage / name
+    if (run_dir / "summary.json").is_file():
+        raise UserError(f"{run_dir}: run {name!r} already finished; choose another --name")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731 - progress goes to stderr
+    where = "this process (no Ray)" if args.no_ray else f"Ray Train, {args.workers} worker(s)"
+    log(f"irstdlab train: {args.config} (config {cfg.config_hash}, protocol {cfg.data.protocol}, "
+        f"selection {cfg.data.selection}) on {where}; results in {run_dir}")
+
+    start = time.perf_counter()
+    if args.no_ray:
+        from irstdlab.harness.reporting import LocalReporter
+        from irstdlab.harness.trial import run_trial
+
+        reporter = LocalReporter(run_dir, resume=True, echo=log)
+        try:
+            metrics = run_trial(cfg, reporter)
+        finally:
+            reporter.runlog.close()
+        if not metrics:
+            raise UserError(f"{run_dir}: nothing left to train (all {cfg.schedule.epochs} epochs are done)")
+        checkpoint = str(reporter.last_checkpoint) if reporter.last_checkpoint else None
+    else:
+        from irstdlab.harness import ray_runtime
+
+        ray_runtime.init_local_ray(num_cpus=args.num_cpus, address=args.address)
+        result = ray_runtime.fit(cfg, storage=storage, name=name, workers=args.workers,
+                                 gpus_per_worker=args.gpus_per_worker)
+        metrics, checkpoint = result.metrics, result.checkpoint
+    summary = _summary(metrics, checkpoint, cfg, run_dir, time.perf_counter() - start)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
+    m = summary["metrics"]
+    log(f"done in {summary['wall_time_s']:.1f} s: best epoch {summary['best_epoch']} "
+        f"val mAP07 {m.get('best/val/' + cfg.eval.select_metric, float('nan')) or 0:.3f}; "
+        f"test mAP07 {m.get('test/mAP07') or 0:.3f} mAP12 {m.get('test/mAP12') or 0:.3f} "
+        f"recall {m.get('test/recall') or 0:.3f}; checkpoint {checkpoint}")
+    if cfg.data.selection == "reference":
+        log("note: selection=reference (checkpoint chosen on the test split): test numbers are optimistic")
+    if args.json:
+        print(json.dumps(summary, sort_keys=True))
+    return 0
+
+
+# ------------------------------------------------------------------------------------ eval
+def cmd_eval(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    import torch
+    from torch.utils.data import DataLoader
+
+    from irstdlab.datasets.build import ROLES, build_datasets, collate_eval
+    from irstdlab.harness.evaluate import curves, predict, score
+    from irstdlab.harness.trial import load_selected_model
+
+    model, cfg, state = load_selected_model(args.checkpoint)
+    changes: dict[str, Any] = {}
+    if args.dataset:
+        changes["dataset"] = args.dataset
+        changes["root"] = args.root
+    elif args.root:
+        changes["root"] = args.root
+    if args.protocol:
+        changes["protocol"] = args.protocol
+    role = args.split if args.split in ROLES else "test"
+    if args.split not in ROLES:
+        changes["test_split"] = args.split
+    if args.batch_size:
+        changes["eval_batch_size"] = args.batch_size
+    try:
+        data_cfg = dataclasses.replace(cfg.data, **changes)
+        data_cfg.validate()
+    except ValueError as exc:
+        raise ConfigError(f"data.{exc}") from None
+    dataset = build_datasets(data_cfg, cfg.augment, seed=cfg.train.seed)[role]
+    loader = DataLoader(dataset, batch_size=data_cfg.eval_batch_size, shuffle=False, collate_fn=collate_eval)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    preds = predict(model, loader, device)
+    metrics = score(preds, data_cfg.protocol)
+    ckpt = Path(args.checkpoint)
+    out = Path(args.out) if args.out else (ckpt if ckpt.is_dir() else ckpt.parent) / f"eval-{args.split}"
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"checkpoint": str(ckpt), "config_hash": state["config_hash"], "epoch": state["epoch"],
+              "best_epoch": state["best_epoch"], "dataset": data_cfg.dataset, "split": args.split,
+              "protocol": data_cfg.protocol, "metrics": metrics}
+    (out / "metrics.json").write_text(json.dumps(report, indent=2, sort_keys=True))
+    _plot_pr(curves(preds, data_cfg.protocol), metrics, out / "pr_curve.png")
+    if args.show > 0:
+        _draw_detections(dataset, preds, args.show, out)
+    print(f"wrote {out}/metrics.json and pr_curve.png", file=sys.stderr)
+    print(json.dumps(report, sort_keys=True))
+    return 0
+
+
+def _plot_pr(curve: dict[str, Any], metrics: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    ax.plot(curve["recall"], curve["precision"], lw=1.5)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_title(f"mAP07 {metrics['mAP07']:.3f}  mAP12 {metrics['mAP12']:.3f}  recall {metrics['recall']:.3f}")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _draw_detections(dataset: Any, preds: Any, count: int, out: Path, score_thr: float = 0.3) -> None:
+    """Original images with GT (green) and detections above ``score_thr`` (red)."""
+    import cv2
+    import numpy as np
+
+    for i in range(min(count, len(preds))):
+        image = cv2.cvtColor(dataset.base[i].image, cv2.COLOR_GRAY2BGR)
+        for box in preds.gt_boxes[i]:
+            x0, y0, x1, y1 = np.round(box).astype(int)
+            cv2.rectangle(image, (x0 - 1, y0 - 1), (x1, y1), (0, 200, 0), 1)
+        for box, s in zip(preds.boxes[i], preds.scores[i]):
+            if s >= score_thr:
+                x0, y0, x1, y1 = np.round(box).astype(int)
+                cv2.rectangle(image, (x0 - 2, y0 - 2), (x1 + 1, y1 + 1), (0, 0, 255), 1)
+        cv2.imwrite(str(out / f"det_{i:03d}_{preds.ids[i]}.png"), image)
+
+
+__all__ = ["cmd_eval", "cmd_train", "register"]
