@@ -77,8 +77,10 @@ def bench_exchange(args: argparse.Namespace, device: torch.device) -> dict[str, 
 
 def _set_variant(model: torch.nn.Module, variant: str) -> None:
     for m in model.modules():
-        if isinstance(m, ChannelSelector):
+        if isinstance(m, ChannelSelector) and m.strategy == "dynamic":
+            # "with graph" = the released code: scorer parameters require grad, scored under autograd
             m.score_without_graph = variant != "dynamic_with_graph"
+            m.scorer.requires_grad_(variant == "dynamic_with_graph")
 
 
 def train_step_fn(model: torch.nn.Module, images: Tensor, targets: list, device: torch.device) -> Callable[[], None]:

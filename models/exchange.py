@@ -109,6 +109,10 @@ class ChannelSelector(nn.Module):
             raise ValueError(f"selection must be one of {SELECTIONS}, got {strategy!r}")
         self.channels, self.k, self.strategy = channels, k, strategy
         self.scorer = LSKLayer(channels) if strategy.startswith("dynamic") else None
+        if strategy == "dynamic" and self.scorer is not None:
+            # it can never receive a gradient; saying so keeps DDP (find_unused_parameters=False)
+            # and optimisers from waiting for one. Still counted in the parameter total.
+            self.scorer.requires_grad_(False)
         # benchmarks flip this to measure what skipping the (gradient-free) graph saves
         self.score_without_graph = True
         self.register_buffer("fixed_index", fixed_channels(channels, k), persistent=False)
