@@ -135,19 +135,17 @@ def start_ray(address: str | None, num_cpus: int | None) -> bool:
     address = address or os.environ.get("RAY_ADDRESS") or None
     if ray.is_initialized():
         return False
-    if address:
-        ray.init(address=address, log_to_driver=True)
-        return False
     try:
-        from irstdlab.harness import ray_runtime  # the shared embedded-Ray helper, when present
-
-        ray_runtime.start(num_cpus=num_cpus)
-        return True
-    except (ImportError, AttributeError):
-        pass
-    ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
-             _node_ip_address="127.0.0.1", log_to_driver=True, configure_logging=False)
-    return True
+        from irstdlab.harness.ray_runtime import init_local_ray  # the shared embedded-Ray helper
+    except ImportError:  # a checkout without it: the same settings inline
+        if address:
+            ray.init(address=address, log_to_driver=True)
+        else:
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
+                     _node_ip_address="127.0.0.1", log_to_driver=True)
+        return address is None
+    init_local_ray(num_cpus=num_cpus, address=address)
+    return address is None
 
 
 def _make_searcher(space: SearchSpace) -> Any:

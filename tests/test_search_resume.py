@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+
+# Keep every Ray process of these tests on loopback (read when Ray is imported).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 import queue
 import re
 import signal
@@ -18,7 +22,7 @@ import pytest
 from irstdlab.harness.search_callbacks import PersistentASHA
 
 TINY = ["--set", "data.synthetic_images=[48,8,8]", "--num-cpus", "2"]
-LINE = re.compile(r"^(\w{8})\s+(\d+)/(\d+)\s+(\S+)\s+(\w+)")  # trial, epoch/max, metric, status
+LINE = re.compile(r"^(\w+)\s+(\d+)/(\d+)\s+(\S+)\s+(\w+)")  # trial, epoch/max, metric, status
 
 
 # ---------------------------------------------------------------------------------- ASHA state
