@@ -183,7 +183,10 @@ class RayTrainReporter(Reporter):
         if self.world_size == 1:
             return model
         # DDP over gloo (CPU) or NCCL (GPU), as configured by TorchConfig in the trainer.
-        return ray.train.torch.prepare_model(model, move_to_device=False)
+        # find_unused_parameters: some configurations leave parameters out of the loss (e.g. the
+        # stride-32 stage feeding no level, BAFE's LSK scorer that gets no gradient by design).
+        return ray.train.torch.prepare_model(model, move_to_device=False,
+                                             parallel_strategy_kwargs={"find_unused_parameters": True})
 
     def prepare_loader(self, loader: DataLoader) -> DataLoader:
         import ray.train.torch

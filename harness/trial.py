@@ -175,7 +175,7 @@ def run_trial(cfg: TrialConfig, reporter: Reporter) -> dict[str, Any]:
         sampler.set_epoch(epoch)
         data["train"].set_epoch(epoch)
         metrics = {"epoch": epoch + 1, "epochs": epochs, "protocol": protocol, "selection": cfg.data.selection,
-                   "config_hash": config_hash}
+                   "config_hash": config_hash, "workers": reporter.world_size}
         metrics.update(train_one_epoch(model, train_loader, optimizer, scheduler, scaler, epoch=epoch,
                                        max_iters=max_iters, device=device, amp_dtype=amp_dtype,
                                        channels_last=channels_last, cfg=cfg, reporter=reporter))
