@@ -223,7 +223,10 @@ class SpatialExchange(nn.Module):
 
 
 class Exchange(nn.Module):
-    """The configured exchange: ``none``, one of the two kinds, or both in the named order."""
+    """The configured exchange: ``none``, one of the two kinds, or both in the named order.
+
+    ``selection`` applies to the channel exchange only; the spatial one always swaps fixed columns.
+    """
 
     def __init__(
         self,
