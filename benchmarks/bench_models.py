@@ -9,7 +9,9 @@ the BAFE-Net / FCOS ratio. Models not registered in this checkout are skipped.
     python benchmarks/bench_models.py [--device auto|cpu|cuda] [--backbone resnet18]
                                       [--size 512] [--batch 2] [--steps 3] [--repeats 2]
 
-Prints a table and writes benchmarks/results/bench_models.json.
+Prints a table and writes benchmarks/results/bench_models.json. BAFE-Net's own costs (the
+exchange vectorised vs looped, the scorer with/without autograd, GPU bf16/channels_last)
+are in bench_bafenet.py.
 """
 
 from __future__ import annotations
