@@ -99,3 +99,33 @@ def test_diverging_trial_is_a_failed_row_and_the_search_goes_on(tmp_path):
     assert "diverged" in failed.iloc[0]["failure_reason"]
     ok = df[df["status"] == "completed"]
     assert len(ok) == 1 and ok.iloc[0]["epochs_completed"] == 1
+
+
+# ---------------------------------------------------------------------------------- no Ray needed
+@pytest.mark.timeout(120)
+def test_plan_validation_without_ray(tmp_path):
+    from irstdlab.harness.errors import ConfigError
+    from irstdlab.harness.search import SearchOptions, check_models, prepare
+    from irstdlab.harness.search_trainable import TrialResources, split_config
+    from irstdlab.search_spaces.loader import parse
+
+    # grid configs nest the point; Optuna configs are flat; the seed index rides along
+    assert split_config({"params": {"model.p": 0.5}, "__trial_index__": 2}) == ({"model.p": 0.5}, 2)
+    assert split_config({"model.p": 0.5}) == ({"model.p": 0.5}, 0)
+    assert TrialResources().resolved_backend() == "direct"
+    assert TrialResources(workers_per_trial=2).resolved_backend() == "train"
+    assert TrialResources(workers_per_trial=2).tune_resources()["cpu"] < 0.1  # the nested driver is tiny
+
+    space, name, storage, state = prepare(SearchOptions(space="detectors", storage=str(tmp_path), num_samples=1))
+    assert name == "detectors" and state["planned_trials"] == 1 * 3  # one detector x three seeds
+    assert state["study_name"] == f"detectors-{space.space_hash}"
+    (tmp_path / "detectors").mkdir()
+    with pytest.raises(ConfigError, match="--resume.*--name"):
+        prepare(SearchOptions(space="detectors", storage=str(tmp_path)))
+    with pytest.raises(ConfigError, match="no search to resume"):
+        prepare(SearchOptions(storage=str(tmp_path), name="detectors", resume=True))
+    with pytest.raises(ConfigError, match="needs --name"):
+        prepare(SearchOptions(storage=str(tmp_path), resume=True))
+    bad = parse("parameters: {model.name: {choice: [fcos, yolo9]}}\n", "bad.yaml", None, "bad")
+    with pytest.raises(ConfigError, match="'yolo9' is not a registered detector"):
+        check_models(bad)
