@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import subprocess
 import sys
@@ -32,10 +34,21 @@ def run_cli(args, capsys):
     return code, out, err
 
 
-def test_train_no_ray_json_files_and_eval(tmp_path, capsys):
-    code, out, err = run_cli(["train", "quickstart", "--no-ray", "--storage", str(tmp_path), "--name", "tiny",
-                              "--json", *TINY], capsys)
-    assert code == 0, err
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """One `irstdlab train --no-ray --json` run shared by the tests below."""
+    torch.set_num_threads(1)
+    storage = tmp_path_factory.mktemp("runs")
+    capture = io.StringIO()
+    err = io.StringIO()
+    with contextlib.redirect_stdout(capture), contextlib.redirect_stderr(err):
+        code = main(["train", "quickstart", "--no-ray", "--storage", str(storage), "--name", "tiny", "--json", *TINY])
+    assert code == 0, err.getvalue()
+    return storage, capture.getvalue(), err.getvalue()
+
+
+def test_train_json_contract_and_files(tiny_run):
+    storage, out, err = tiny_run
     summary = json.loads(out.strip().splitlines()[-1])  # the contract: last stdout line is the JSON
     assert set(summary) >= {"metrics", "best_epoch", "checkpoint", "config_hash"}
     metrics = summary["metrics"]
@@ -46,7 +59,7 @@ def test_train_no_ray_json_files_and_eval(tmp_path, capsys):
     assert metrics["test/num_dets"] > 0 and 0 < metrics["test/recall"] <= 1
     # progress: one console line per epoch on stderr, one JSON record per epoch, TensorBoard events
     assert err.count("epoch 1/2") == 1 and err.count("epoch 2/2") == 1
-    run_dir = tmp_path / "tiny"
+    run_dir = storage / "tiny"
     records = [json.loads(line) for line in (run_dir / "progress.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
@@ -54,7 +67,12 @@ def test_train_no_ray_json_files_and_eval(tmp_path, capsys):
     state = torch.load(f"{summary['checkpoint']}/checkpoint.pt", map_location="cpu", weights_only=True)
     assert state["config_hash"] == summary["config_hash"] and state["epoch"] == 2
 
-    # eval of the checkpoint's selected weights on the test split reproduces the run's test numbers
+
+def test_eval_reproduces_the_runs_test_numbers(tiny_run, tmp_path, capsys):
+    storage, out, _ = tiny_run
+    summary = json.loads(out.strip().splitlines()[-1])
+    metrics = summary["metrics"]
+    # eval of the checkpoint's selected weights on the test split gives the run's test numbers
     code, out, err = run_cli(["eval", summary["checkpoint"], "--out", str(tmp_path / "ev"), "--show", "2"], capsys)
     assert code == 0, err
     report = json.loads(out.strip().splitlines()[-1])
@@ -65,8 +83,26 @@ def test_train_no_ray_json_files_and_eval(tmp_path, capsys):
     assert (tmp_path / "ev" / "pr_curve.png").read_bytes()[:4] == b"\x89PNG"
     assert len(list((tmp_path / "ev").glob("det_*.png"))) == 2
 
-    # a finished run is not silently overwritten
-    code, _, err = run_cli(["train", "quickstart", "--no-ray", "--storage", str(tmp_path), "--name", "tiny", *TINY],
+
+def test_eval_on_real_densesirst_counts_ground_truth_in_original_coordinates(tiny_run, densesirst_root, tmp_path,
+                                                                             capsys):
+    from irstdlab.datasets.readers import open_dataset
+
+    storage, out, _ = tiny_run
+    checkpoint = json.loads(out.strip().splitlines()[-1])["checkpoint"]
+    code, out, err = run_cli(["eval", checkpoint, "--dataset", "densesirst", "--root", str(densesirst_root),
+                              "--split", "test_v2", "--protocol", "reference", "--out", str(tmp_path)], capsys)
+    assert code == 0, err
+    report = json.loads(out.strip().splitlines()[-1])
+    reader = open_dataset("densesirst", densesirst_root, split="test_v2", protocol="reference", load_masks=False)
+    assert report["metrics"]["num_images"] == len(reader) == 24
+    assert report["metrics"]["num_gts"] == sum(sample.num_targets for sample in reader)
+    assert report["protocol"] == "reference" and report["split"] == "test_v2"
+
+
+def test_a_finished_run_is_not_overwritten(tiny_run, capsys):
+    storage, _, _ = tiny_run
+    code, _, err = run_cli(["train", "quickstart", "--no-ray", "--storage", str(storage), "--name", "tiny", *TINY],
                            capsys)
     assert code == 2 and "already finished" in err and len(err.strip().splitlines()) == 1
 
