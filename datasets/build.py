@@ -95,13 +95,24 @@ class DataConfig:
 
 @dataclass
 class AugmentConfig:
-    """Training-time augmentation (evaluation never augments)."""
+    """Training-time augmentation (evaluation never augments).
+
+    BAG-CP (``datasets/bagcp.py``): ``bagcp`` picks the recipe (``none`` = off); the three
+    toggles give the rows of the paper's Table III ((b) all off ... (f) all on).
+    """
 
     hflip: float = 0.5  # probability of a horizontal flip
+    bagcp: Literal["none", "paper", "reference"] = "none"
+    bagcp_cluster: bool = True
+    bagcp_gaussian: bool = True
+    bagcp_background_aware: bool = True
+    bagcp_prob: float = 1.0  # chance per sample (the released code: always)
 
     def validate(self) -> None:
         if not 0.0 <= self.hflip <= 1.0:
             raise ValueError(f"hflip: must be in [0, 1], got {self.hflip}")
+        if not 0.0 <= self.bagcp_prob <= 1.0:
+            raise ValueError(f"bagcp_prob: must be in [0, 1], got {self.bagcp_prob}")
 
 
 class TransformedDataset:
@@ -184,6 +195,20 @@ def _base_datasets(cfg: DataConfig) -> dict[str, Any]:
     return out
 
 
+def _bagcp(cfg: AugmentConfig, train: Any, geometry: TransformConfig) -> list[Any]:
+    """[] or [BagCP]: the paper recipe's target library comes from the training images, the
+    reference recipe's source is another training sample through the same resize and flip."""
+    if cfg.bagcp == "none":
+        return []
+    from irstdlab.datasets.bagcp import BagCPConfig, build_bagcp, make_source
+
+    config = BagCPConfig(copy_paste=True, cluster=cfg.bagcp_cluster, gaussian=cfg.bagcp_gaussian,
+                         background_aware=cfg.bagcp_background_aware, recipe=cfg.bagcp, prob=cfg.bagcp_prob)
+    if cfg.bagcp == "paper":
+        return [build_bagcp(config, train_samples=[train[i] for i in range(len(train))])]
+    return [build_bagcp(config, source=make_source(train, build_transforms(geometry, train=True)))]
+
+
 def build_datasets(data_cfg: DataConfig, augment_cfg: AugmentConfig, seed: int = 0) -> dict[str, TransformedDataset]:
     """``{"train", "val", "test"}`` datasets of transformed samples for a trial.
 
@@ -194,7 +219,8 @@ def build_datasets(data_cfg: DataConfig, augment_cfg: AugmentConfig, seed: int =
     for role, ds in base.items():
         if len(ds) == 0:
             raise DatasetError(data_cfg.root, f"{role} split is empty")
-    train_tf = build_transforms(TransformConfig(data_cfg.protocol, data_cfg.size, augment_cfg.hflip), train=True)
+    geometry = TransformConfig(data_cfg.protocol, data_cfg.size, augment_cfg.hflip)
+    train_tf = build_transforms(geometry, train=True, augment=_bagcp(augment_cfg, base["train"], geometry))
     eval_tf = build_transforms(TransformConfig(data_cfg.protocol, data_cfg.size, 0.0), train=False)
     return {
         "train": TransformedDataset(base["train"], train_tf, seed=seed, repeat=data_cfg.repeat),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from irstdlab.harness.config import TrialConfig, load_config, preset_names
@@ -100,3 +101,37 @@ def test_split_roles_follow_the_selection_mode():
     assert reference == {"train": "trainval_v2", "val": "test_v2", "test": "test_v2"}
     explicit = load_config("paper_bafenet_r18", ["data.val_split=mini_test"]).data.split_names()
     assert explicit["val"] == "mini_test" and explicit["train"] == "train_v2"
+
+
+# ------------------------------------------------------------------ data section -> datasets
+def test_build_datasets_on_densesirst_mini_follows_the_selection(densesirst_root):
+    from irstdlab.datasets.build import build_datasets
+
+    base = ["data.root=" + str(densesirst_root), "data.size=128", "augment.bagcp=none"]
+    held = build_datasets(load_config("paper_bafenet_r18", base).data, load_config("paper_bafenet_r18", base).augment)
+    assert (len(held["train"]) // 3, len(held["val"]), len(held["test"])) == (48, 16, 24)  # repeat 3
+    assert not set(held["train"].base.ids) & set(held["test"].base.ids)
+    cfg = load_config("paper_bafenet_r18", base + ["data.selection=reference"])
+    ref = build_datasets(cfg.data, cfg.augment)
+    assert (len(ref["train"]) // 3, len(ref["val"]), len(ref["test"])) == (64, 24, 24)
+    assert ref["val"].base.ids == ref["test"].base.ids  # the reference selects on the test split
+    sample = ref["val"][0]
+    assert sample.size == (128, 128) and sample.meta["protocol"] == "reference"
+    # ground truth for evaluation stays in original coordinates, with the reference -1 shift
+    raw = ref["val"].base[0]
+    np.testing.assert_array_equal(sample.meta["orig_boxes"], raw.boxes)
+
+
+@pytest.mark.parametrize("recipe", ["paper", "reference"])
+def test_bagcp_is_wired_into_training_samples_only(recipe):
+    from irstdlab.datasets.build import build_datasets
+
+    cfg = load_config("quickstart", ["data.synthetic_images=[6, 2, 2]", f"augment.bagcp={recipe}", "augment.hflip=0"])
+    data = build_datasets(cfg.data, cfg.augment, seed=3)
+    pasted = [data["train"][i].num_targets - data["train"].base[i].num_targets for i in range(6)]
+    assert sum(pasted) > 0 and min(pasted) >= 0
+    again = build_datasets(cfg.data, cfg.augment, seed=3)
+    np.testing.assert_array_equal(again["train"][2].image, data["train"][2].image)  # (seed, epoch, index)
+    data["train"].set_epoch(1)
+    assert not np.array_equal(again["train"][2].image, data["train"][2].image)
+    assert data["val"][0].num_targets == data["val"].base[0].num_targets  # evaluation is never augmented
