@@ -34,11 +34,12 @@ LOOPBACK = "127.0.0.1"
 
 def init_local_ray(num_cpus: int | None = None, num_gpus: int | None = None, address: str | None = None,
                    dashboard: bool = True) -> dict[str, Any]:
-    """Start (or join, with ``address``) Ray. A local start binds everything to 127.0.0.1.
+    """Start (or join, with ``address`` or ``RAY_ADDRESS``) Ray. A local start binds to 127.0.0.1.
 
     The dashboard stays on by default: Train V2 frees the placement groups of stopped runs
     through the State API, which needs it (RAY_TUNE_OPTUNA_NOTES E5).
     """
+    address = address or os.environ.get("RAY_ADDRESS")
     if not ray.is_initialized():
         if address:
             ray.init(address=address, log_to_driver=True)
