@@ -144,6 +144,9 @@ def parse(text: str, label: str = "<space>", folder: Path | None = None, default
     if isinstance(searcher_seed, bool) or not isinstance(searcher_seed, int) or searcher_seed < 0:
         raise err("searcher_seed", f"expected an integer >= 0, got {searcher_seed!r}")
     objectives = _objectives(raw.get("objective"), err)
+    if len(objectives) > 1 and seeds > 1 and sampler != "grid":
+        # Ray's Repeater averages one metric only
+        raise err("seeds", "repeating each sampled configuration needs a single objective (or sampler: grid)")
 
     space = SearchSpace(
         name=str(raw.get("name") or default_name), source=label, base=base, overrides=dict(overrides),

@@ -129,3 +129,46 @@ def test_plan_validation_without_ray(tmp_path):
     bad = parse("parameters: {model.name: {choice: [fcos, yolo9]}}\n", "bad.yaml", None, "bad")
     with pytest.raises(ConfigError, match="'yolo9' is not a registered detector"):
         check_models(bad)
+
+
+@pytest.mark.timeout(120)
+def test_searcher_multi_objective_and_seed_repeats():
+    from irstdlab.harness.search import _make_searcher
+    from irstdlab.search_spaces.loader import parse
+
+    text = textwrap.dedent("""\
+        base: quickstart
+        parameters:
+          model.name: {choice: [bafenet, fcos]}
+          model.p: {choice: [0.25, 0.5], when: {model.name: bafenet}}
+        objective: [{metric: val/mAP07, mode: max}, {metric: gmacs, mode: min}]
+        budget: {num_samples: 4, max_epochs: 2}
+        seeds: 2
+        searcher_seed: 5
+        """)
+    from irstdlab.harness.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="mo.yaml:7: seeds: repeating .* needs a single objective"):
+        parse(text, "mo.yaml", None, "mo")
+    # one objective, two seeds: each sampled configuration runs once per seed (Repeater's index)
+    single = parse(text.replace("objective: [{metric: val/mAP07, mode: max}, {metric: gmacs, mode: min}]",
+                                "objective: {metric: val/mAP07, mode: max}"), "s.yaml", None, "s")
+    searcher = _make_searcher(single)
+    configs = [searcher.suggest(f"t{i}") for i in range(4)]
+    assert [c["__trial_index__"] for c in configs] == [0, 1, 0, 1]
+    strip = [{k: v for k, v in c.items() if k != "__trial_index__"} for c in configs]
+    assert strip[0] == strip[1] and strip[2] == strip[3]
+    for i, c in enumerate(configs):
+        assert ("model.p" in c) == (c["model.name"] == "bafenet")
+        searcher.on_trial_complete(f"t{i}", {"val/mAP07": 0.1 * i})
+    trials = searcher.searcher._ot_study.trials
+    assert len(trials) == 2 and [t.value for t in trials] == pytest.approx([0.05, 0.25])  # seed means
+    # two objectives, one seed: a multi-objective study
+    multi = parse(text.replace("seeds: 2", "seeds: 1"), "mo.yaml", None, "mo")
+    searcher = _make_searcher(multi)
+    for i in range(3):
+        assert searcher.suggest(f"m{i}")
+        searcher.on_trial_complete(f"m{i}", {"val/mAP07": 0.1 * i, "gmacs": 1.0 + i})
+    study = searcher._ot_study
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    assert len(study.trials) == 3 and all(len(t.values) == 2 for t in study.trials)
