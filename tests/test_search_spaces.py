@@ -40,9 +40,10 @@ def test_shipped_spaces_load_and_validate():
     quick = spaces["quickstart"]
     assert quick.sampler == "optuna" and quick.num_trials() >= 8
     assert {p.path for p in quick.parameters} >= {"model.name", "model.p", "model.selection"}
-    # the paper grid is the exact product of bafe_ablation's five paper axes
+    # the paper grid is the exact product of bafe_ablation's axes (BAG-CP: off, or on x 2^3 toggles)
     grid = spaces["paper_grid"].grid()
-    assert len(grid) == 4 * 4 * 9 * 4 * 5 == spaces["paper_grid"].num_trials()
+    assert len(grid) == 4 * 4 * 9 * 4 * 5 * (1 + 8) == spaces["paper_grid"].num_trials()
+    assert {p.path for p in spaces["paper_grid"].parameters} == {p.path for p in spaces["bafe_ablation"].parameters}
     axes = {p.path: set(p.values) for p in spaces["bafe_ablation"].parameters}
     for point in grid[:50]:
         assert all(v in axes[k] for k, v in point.items())
@@ -51,6 +52,7 @@ def test_shipped_spaces_load_and_validate():
     for point in grid[:3]:
         cfg = spaces["paper_grid"].trial_config(point, seed=1)
         assert cfg.model.p == point["model.p"] and cfg.train.seed == 1 and cfg.schedule.epochs == 20
+        assert cfg.data.protocol == "reference" and cfg.augment.bagcp == point["augment.bagcp"]
 
 
 def test_define_by_run_is_picklable_and_respects_conditions():
