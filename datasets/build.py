@@ -145,21 +145,6 @@ class TransformedDataset:
         return self.transform(sample, rng)
 
 
-class _Concat:
-    """Minimal concatenation of sample sequences (synthetic train+val under `reference`)."""
-
-    def __init__(self, parts: Sequence[Any]) -> None:
-        self.parts = list(parts)
-        self.offsets = np.cumsum([0] + [len(p) for p in self.parts])
-
-    def __len__(self) -> int:
-        return int(self.offsets[-1])
-
-    def __getitem__(self, index: int) -> Sample:
-        part = int(np.searchsorted(self.offsets, index, side="right") - 1)
-        return self.parts[part][index - int(self.offsets[part])]
-
-
 def collate_eval(samples: Sequence[Sample]):
     """``collate_detection`` plus each sample's ground truth in original coordinates."""
     images, targets, metas = collate_detection(samples)
@@ -179,7 +164,9 @@ def _base_datasets(cfg: DataConfig) -> dict[str, Any]:
             for role, n in zip(ROLES, cfg.synthetic_images)
         }
         if cfg.selection == "reference":  # train on train+val, select on test
-            sets = {"train": _Concat([sets["train"], sets["val"]]), "val": sets["test"], "test": sets["test"]}
+            from torch.utils.data import ConcatDataset
+
+            sets = {"train": ConcatDataset([sets["train"], sets["val"]]), "val": sets["test"], "test": sets["test"]}
         return sets
     from irstdlab.datasets.readers import open_dataset
 
