@@ -22,7 +22,7 @@ from irstdlab.datasets.build import AugmentConfig, DataConfig
 from irstdlab.harness import configtree
 from irstdlab.harness.errors import ConfigError
 from irstdlab.harness.optim import OptimConfig, ScheduleConfig
-from irstdlab.models.config import ModelConfig
+from irstdlab.models.config import ModelConfig, with_model_defaults
 
 
 @dataclass
@@ -72,6 +72,8 @@ class TrialConfig:
     # -- construction ---------------------------------------------------------------------------
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "") -> "TrialConfig":
+        if isinstance(data, dict) and isinstance(data.get("model"), dict):
+            data = {**data, "model": with_model_defaults(data["model"])}
         try:
             return configtree.from_dict(cls, data)
         except ConfigError as exc:

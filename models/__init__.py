@@ -11,7 +11,12 @@ from irstdlab.models.config import ModelConfig
 from irstdlab.models.registry import build, describe, list_models, register
 
 # Modules whose import registers detectors; a missing optional one is skipped.
-_DETECTOR_MODULES = ("irstdlab.models.fcos", "irstdlab.models.bafenet")
+_DETECTOR_MODULES = (
+    "irstdlab.models.fcos",
+    "irstdlab.models.bafenet",
+    "irstdlab.models.oscar",
+    "irstdlab.models.tv_detectors",
+)
 
 for _name in _DETECTOR_MODULES:
     try:

@@ -14,23 +14,52 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal, get_args, get_type_hints
 
-BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "lsknet_t", "lsknet_s")
 MAX_LEVELS = 5  # P3..P7
+
+# Per-detector defaults: a model section that names a detector but leaves one of these keys
+# out gets the detector's own value rather than the FCOS reference default (applied by
+# ``with_model_defaults``, used by ``ModelConfig.from_dict`` and the trial config loader).
+MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
+    # ODI's released OSCAR (OSCAR_LSKNET_SIRSTV2_REFERENCE §2): FlexResNet-18 deep stem from
+    # random init with trainable BN, FPN 256, focal gamma 3 weight 2, DIoU, 0.05/NMS 0.5/100.
+    "oscar": {
+        "backbone": "resnet18", "deep_stem": True, "frozen_bn": False, "norm_eval": False,
+        "input_norm": "sirstv2", "in_channel_mode": "replicate", "fpn_channels": 256, "head_depth": 4,
+        "norm_groups": 32, "focal_alpha": 0.25, "focal_gamma": 3.0, "box_loss": "diou", "cls_loss_weight": 2.0,
+        "score_thr": 0.05, "nms_pre": 1000, "nms_thr": 0.5, "max_per_img": 100,
+    },
+    # torchvision baselines (models/tv_detectors.py): the Table II recipe's R50 trunk and FPN.
+    "retinanet": {},
+    "fcos_tv": {},
+    "ssd": {},
+    "faster_rcnn": {"p2": True, "num_levels": 4},  # torchvision's P2-P6 pyramid
+}
+
+
+def with_model_defaults(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with the named detector's defaults filled in under the keys it leaves out."""
+    if not isinstance(data, dict):
+        return data
+    return {**MODEL_DEFAULTS.get(str(data.get("name", "fcos")), {}), **data}
 
 
 @dataclass
 class ModelConfig:
     name: str = "fcos"
     # --- backbone ---
-    backbone: Literal["resnet18", "resnet34", "resnet50", "resnet101"] = "resnet50"
-    pretrained: str | None = None  # local torchvision state-dict path; None = random init
+    backbone: Literal["resnet18", "resnet34", "resnet50", "resnet101", "lsknet_t", "lsknet_s"] = "resnet50"
+    pretrained: str | None = None  # local state-dict path (torchvision ResNet / LSKNet backbone); None = random init
     frozen_bn: bool = True  # BN affine frozen in the whole backbone (convs still train)
     frozen_stages: int = -1  # -1 none, 0 stem, k = stem + layer1..layerk
     norm_eval: bool = True  # keep backbone BN in eval mode (running stats) while training
     in_channel_mode: Literal["replicate", "stem"] = "replicate"
-    input_norm: Literal["caffe", "imagenet", "grey"] = "caffe"
+    input_norm: Literal["caffe", "imagenet", "grey", "sirstv2"] = "caffe"
     caffe_style_stride: bool = True  # stride on the bottleneck's first 1x1 (mmdet style='caffe')
     stem_pool: bool = True  # False drops the stem max-pool: every level's stride halves
+    deep_stem: bool = False  # ResNet: three 3x3 convs (32, 32, 64) instead of the 7x7 (ODI FlexResNet / ResNetV1c)
+    drop_path_rate: float = 0.1  # LSKNet: stochastic depth, rising linearly to this over the blocks
+    drop_rate: float = 0.1  # LSKNet: dropout inside the MLPs (the detection recipes' 0.1)
     # --- neck ---
     fpn_channels: int = 256
     num_levels: int = 5  # levels from P3 up: 3 = P3-P5 (BAFE host), 5 = P3-P7 (Table II)
@@ -43,7 +72,7 @@ class ModelConfig:
     norm_groups: int = 32
     center_sampling: bool = False
     center_sample_radius: float = 1.5
-    box_loss: Literal["iou", "giou"] = "iou"
+    box_loss: Literal["iou", "giou", "diou"] = "iou"
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
     prior_prob: float = 0.01
@@ -61,6 +90,12 @@ class ModelConfig:
     adapter_hidden: int = 64
     lsk_module: bool = True
     seg_loss_weight: float = 1.0
+    # --- OSCAR ---
+    cls_loss_weight: float = 1.0  # OSCAR: 2.0 on both focal losses
+    noco_branch: bool = True  # OSCAR: the NoCo regression branch (loss and the sigma(n) score factor)
+    noco_loss_weight: float = 1000.0
+    # --- torchvision baselines ---
+    anchor_scale: float = 1.0  # anchor side = anchor_scale x level stride (torchvision's default is 4)
 
     def __post_init__(self) -> None:
         if isinstance(self.regress_ranges, list):  # YAML gives lists; keep it hashable
@@ -76,7 +111,7 @@ class ModelConfig:
         unknown = sorted(set(data) - set(valid))
         if unknown:
             raise ValueError(f"model.{unknown[0]}: unknown key; valid keys are {', '.join(sorted(valid))}")
-        return cls(**data)
+        return cls(**with_model_defaults(data))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -126,6 +161,14 @@ class ModelConfig:
             _fail("name", "must be a non-empty string")
         if not -1 <= self.frozen_stages <= 4:
             _fail("frozen_stages", f"must be in -1..4 (-1 none, 0 stem, k = stem + layer1..k), got {self.frozen_stages}")
+        for key in ("drop_path_rate", "drop_rate"):
+            if not 0.0 <= getattr(self, key) < 1.0:
+                _fail(key, f"must be in [0, 1), got {getattr(self, key)}")
+        for key in ("cls_loss_weight", "noco_loss_weight"):
+            if getattr(self, key) < 0:
+                _fail(key, f"must be >= 0, got {getattr(self, key)}")
+        if self.anchor_scale <= 0:
+            _fail("anchor_scale", f"must be > 0, got {self.anchor_scale}")
         for key in ("fpn_channels", "head_width", "norm_groups", "nms_pre", "max_per_img", "adapter_hidden"):
             if getattr(self, key) < 1:
                 _fail(key, f"must be >= 1, got {getattr(self, key)}")
@@ -198,4 +241,4 @@ def _check_type(name: str, value: Any, tp: Any) -> None:
             _fail(name, f"expected a list of [lower, upper] number pairs, got {value!r}")
 
 
-__all__ = ["BACKBONES", "ModelConfig"]
+__all__ = ["BACKBONES", "MODEL_DEFAULTS", "ModelConfig", "with_model_defaults"]
