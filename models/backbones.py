@@ -44,6 +44,7 @@ class ResNetBackbone(nn.Module):
         frozen_stages: int = -1,
         caffe_style_stride: bool = True,
         stem_pool: bool = True,
+        deep_stem: bool = False,
     ) -> None:
         super().__init__()
         if name not in _RESNETS:
@@ -51,9 +52,14 @@ class ResNetBackbone(nn.Module):
         net = _RESNETS[name](weights=None)
         if pretrained is not None:
             _load_state_dict(net, pretrained)
-        if in_channels == 1:
+        if deep_stem:
+            if pretrained is not None:
+                raise ValueError("model.deep_stem: torchvision weights have no 3x3 deep stem; use deep_stem: false "
+                                 "with pretrained weights")
+            net.conv1, net.bn1 = _deep_stem(in_channels), nn.Identity()
+        elif in_channels == 1:
             net.conv1 = _single_channel_stem(net.conv1, summed=pretrained is not None)
-        elif in_channels != 3:
+        if in_channels not in (1, 3):
             raise ValueError(f"backbone in_channels must be 1 or 3, got {in_channels}")
         if caffe_style_stride:
             for layer in (net.layer2, net.layer3, net.layer4):
@@ -127,6 +133,23 @@ def _load_state_dict(net: nn.Module, path: str) -> None:
         )
 
 
+def _deep_stem(in_channels: int) -> nn.Sequential:
+    """ODI FlexResNet / mmdet ResNetV1c stem: three 3x3 conv-BN-ReLU (stride 2 on the first).
+
+    Its final ReLU is the trunk's ``relu``, so the stem module ends at the third BN.
+    """
+    layers: list[nn.Module] = []
+    for i, (cin, cout) in enumerate(((in_channels, 32), (32, 32), (32, 64))):
+        layers += [nn.Conv2d(cin, cout, 3, stride=2 if i == 0 else 1, padding=1, bias=False), nn.BatchNorm2d(cout)]
+        if i < 2:
+            layers.append(nn.ReLU(inplace=True))
+    stem = nn.Sequential(*layers)
+    for m in stem.modules():  # torchvision's ResNet init for the new convs
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+    return stem
+
+
 def _single_channel_stem(conv: nn.Conv2d, summed: bool) -> nn.Conv2d:
     """The stem conv for one input channel.
 
@@ -149,6 +172,7 @@ def build_backbone(cfg: ModelConfig, in_channels: int) -> ResNetBackbone:
         frozen_stages=cfg.frozen_stages,
         caffe_style_stride=cfg.caffe_style_stride,
         stem_pool=cfg.stem_pool,
+        deep_stem=cfg.deep_stem,
     )
 
 
