@@ -14,6 +14,8 @@ CAFFE_MEAN = (102.9801, 115.9465, 122.7717)
 CAFFE_STD = (1.0, 1.0, 1.0)
 IMAGENET_MEAN = tuple(255.0 * m for m in (0.485, 0.456, 0.406))
 IMAGENET_STD = tuple(255.0 * s for s in (0.229, 0.224, 0.225))
+# SIRST-V2 grey statistics (open-sirst-v2 scripts/cal_mean_std.py), ODI's OSCAR config on every channel.
+SIRSTV2_MEAN, SIRSTV2_STD = (111.89,) * 3, (27.62,) * 3
 
 
 class InputNormalizer(nn.Module):
@@ -21,6 +23,7 @@ class InputNormalizer(nn.Module):
 
     "caffe": replicate grey to 3 channels, subtract the BGR mean (std 1, the reference).
     "imagenet": /255 then ImageNet mean/std per channel. "grey": (x - 128) / 64.
+    "sirstv2": (x - 111.89) / 27.62 (ODI's OSCAR recipe).
     With in_channel_mode "stem" the single channel uses the mean of the three means/stds,
     so a stem adapted by summing pretrained RGB kernels sees the same statistics.
     """
@@ -31,6 +34,8 @@ class InputNormalizer(nn.Module):
             mean, std = CAFFE_MEAN, CAFFE_STD
         elif input_norm == "imagenet":
             mean, std = IMAGENET_MEAN, IMAGENET_STD
+        elif input_norm == "sirstv2":
+            mean, std = SIRSTV2_MEAN, SIRSTV2_STD
         elif input_norm == "grey":
             mean, std = (128.0,) * 3, (64.0,) * 3
         else:
