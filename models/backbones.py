@@ -162,7 +162,12 @@ def _single_channel_stem(conv: nn.Conv2d, summed: bool) -> nn.Conv2d:
     return new
 
 
-def build_backbone(cfg: ModelConfig, in_channels: int) -> ResNetBackbone:
+def build_backbone(cfg: ModelConfig, in_channels: int) -> nn.Module:
+    """The backbone ``cfg.backbone`` names: a ResNet here, or an LSKNet (models/lsknet.py)."""
+    if cfg.backbone.startswith("lsknet"):
+        from irstdlab.models.lsknet import build_lsknet
+
+        return build_lsknet(cfg, in_channels)
     return ResNetBackbone(
         cfg.backbone,
         in_channels=in_channels,
