@@ -58,6 +58,9 @@ class DataConfig:
     val_split: str | None = None
     test_split: str | None = None
     size: int = 512  # model input side (squash under "reference", long edge + pad under "clean")
+    # keep-ratio rescale into (long, short), e.g. [1000, 600] (ODI's OSCAR recipe), padded to a
+    # multiple of 32 per image and to the batch's largest; replaces `size` (clean protocol only)
+    scale: tuple[int, int] | None = None
     repeat: int = 1  # the reference's RepeatDataset(times=3): one epoch = repeat passes
     batch_size: int = 2  # per worker
     eval_batch_size: int = 4
@@ -71,6 +74,11 @@ class DataConfig:
     def validate(self) -> None:
         if self.size < 32 or self.size % 32:
             raise ValueError(f"size: must be a multiple of 32 and >= 32, got {self.size}")
+        if self.scale is not None:
+            if min(self.scale) < 32:
+                raise ValueError(f"scale: both sides must be >= 32, got {list(self.scale)}")
+            if self.protocol != "clean":
+                raise ValueError("scale: keep-ratio rescaling needs protocol 'clean' (the reference protocol squashes)")
         for key in ("repeat", "batch_size", "eval_batch_size"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key}: must be >= 1, got {getattr(self, key)}")
@@ -123,11 +131,12 @@ class TransformedDataset:
     original image coordinates for evaluation.
     """
 
-    def __init__(self, base: Any, transform: Any, seed: int = 0, repeat: int = 1) -> None:
+    def __init__(self, base: Any, transform: Any, seed: int = 0, repeat: int = 1, keep_original: bool = False) -> None:
         self.base = base
         self.transform = transform
         self.seed = int(seed)
         self.repeat = int(repeat)
+        self.keep_original = keep_original  # meta["orig_image"]: the untransformed grey image (mNoCoAP)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -141,6 +150,8 @@ class TransformedDataset:
             raise IndexError(f"index {index} out of range for {len(self)} samples")
         sample = self.base[index % len(self.base)]
         sample = sample.copy(meta=dict(sample.meta, orig_boxes=sample.boxes.copy()))
+        if self.keep_original:
+            sample.meta["orig_image"] = sample.image
         rng = np.random.default_rng([self.seed, self.epoch, index])
         return self.transform(sample, rng)
 
@@ -150,6 +161,8 @@ def collate_eval(samples: Sequence[Sample]):
     images, targets, metas = collate_detection(samples)
     for meta, sample in zip(metas, samples):
         meta["orig_boxes"] = np.asarray(sample.meta.get("orig_boxes", np.zeros((0, 4))), np.float32)
+        if "orig_image" in sample.meta:
+            meta["orig_image"] = sample.meta["orig_image"]
     return images, targets, metas
 
 
@@ -196,23 +209,25 @@ def _bagcp(cfg: AugmentConfig, train: Any, geometry: TransformConfig) -> list[An
     return [build_bagcp(config, source=make_source(train, build_transforms(geometry, train=True)))]
 
 
-def build_datasets(data_cfg: DataConfig, augment_cfg: AugmentConfig, seed: int = 0) -> dict[str, TransformedDataset]:
+def build_datasets(data_cfg: DataConfig, augment_cfg: AugmentConfig, seed: int = 0,
+                   keep_original: bool = False) -> dict[str, TransformedDataset]:
     """``{"train", "val", "test"}`` datasets of transformed samples for a trial.
 
     Train: resize (the protocol's), flip, repeated ``data_cfg.repeat`` times per epoch.
-    Val/test: resize only. Raises :class:`DatasetError` for a missing root or split.
+    Val/test: resize only; with ``keep_original`` their metas carry the original grey image
+    (for mNoCoAP's NoCo maps). Raises :class:`DatasetError` for a missing root or split.
     """
     base = _base_datasets(data_cfg)
     for role, ds in base.items():
         if len(ds) == 0:
             raise DatasetError(data_cfg.root, f"{role} split is empty")
-    geometry = TransformConfig(data_cfg.protocol, data_cfg.size, augment_cfg.hflip)
+    geometry = TransformConfig(data_cfg.protocol, data_cfg.size, augment_cfg.hflip, data_cfg.scale)
     train_tf = build_transforms(geometry, train=True, augment=_bagcp(augment_cfg, base["train"], geometry))
-    eval_tf = build_transforms(TransformConfig(data_cfg.protocol, data_cfg.size, 0.0), train=False)
+    eval_tf = build_transforms(TransformConfig(data_cfg.protocol, data_cfg.size, 0.0, data_cfg.scale), train=False)
     return {
         "train": TransformedDataset(base["train"], train_tf, seed=seed, repeat=data_cfg.repeat),
-        "val": TransformedDataset(base["val"], eval_tf, seed=seed),
-        "test": TransformedDataset(base["test"], eval_tf, seed=seed),
+        "val": TransformedDataset(base["val"], eval_tf, seed=seed, keep_original=keep_original),
+        "test": TransformedDataset(base["test"], eval_tf, seed=seed, keep_original=keep_original),
     }
 
 

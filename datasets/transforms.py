@@ -19,6 +19,11 @@ Two resize protocols (see DESIGN.md "Two protocols"):
 * ``clean``: keep the aspect ratio (long edge = ``size``), pad bottom/right to
   ``size x size`` with 0 for the image and target mask and 255 (= ignore) for the sky map;
   boxes scaled isotropically.
+
+``Resize(scale=(long, short))`` is mmdet's keep-ratio rescale used by ODI's OSCAR recipe
+(``Resize((1000, 600), keep_ratio=True)``): factor ``min(long / max(h, w), short / min(h, w))``,
+sides rounded with ``int(x + 0.5)``, then padded bottom/right to a multiple of 32. Images of
+one batch then differ in size; ``collate_detection`` pads them to the batch's largest.
 """
 
 from __future__ import annotations
@@ -47,17 +52,32 @@ class Resize:
 
     protocol: str = "reference"
     size: int = 512
+    scale: tuple[int, int] | None = None  # keep-ratio (long, short) rescale, e.g. (1000, 600)
+    size_divisor: int = 32  # padding multiple under ``scale``
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"resize protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
         if self.size < 1:
             raise ValueError(f"resize size must be >= 1, got {self.size}")
+        if self.scale is not None and (len(self.scale) != 2 or min(self.scale) < 1):
+            raise ValueError(f"resize scale must be (long, short) with positive sides, got {self.scale!r}")
+
+    def _keep_ratio(self, h: int, w: int) -> tuple[float, float, int, int, int, int]:
+        """mmdet ``rescale_size`` + ``Pad(size_divisor)``: (sy, sx, new_h, new_w, padded_h, padded_w)."""
+        long_side, short_side = max(self.scale), min(self.scale)
+        factor = min(long_side / max(h, w), short_side / min(h, w))
+        new_h, new_w = max(1, int(h * factor + 0.5)), max(1, int(w * factor + 0.5))
+        d = self.size_divisor
+        return new_h / h, new_w / w, new_h, new_w, -(-new_h // d) * d, -(-new_w // d) * d
 
     def __call__(self, sample: Sample, rng: np.random.Generator | None = None) -> Sample:
         h, w = sample.size
         s = self.size
-        if self.protocol == "reference":
+        out_h = out_w = s
+        if self.scale is not None:  # mmdet records the per-axis factors of the rounded size
+            sy, sx, new_h, new_w, out_h, out_w = self._keep_ratio(h, w)
+        elif self.protocol == "reference":
             sy, sx = s / h, s / w
             new_h, new_w = s, s
         else:
@@ -68,14 +88,14 @@ class Resize:
         mask = _nearest(sample.target_mask, new_w, new_h)
         boxes = sample.boxes * np.array([sx, sy, sx, sy], np.float32)
         boxes = np.clip(boxes, 0, np.array([new_w, new_h, new_w, new_h], np.float32))
-        pad_b, pad_r = s - new_h, s - new_w
-        if pad_b or pad_r:  # clean protocol only
+        pad_b, pad_r = out_h - new_h, out_w - new_w
+        if pad_b or pad_r:  # clean protocol or keep-ratio scale
             image = np.pad(image, ((0, pad_b), (0, pad_r)), constant_values=0)
             if sky is not None:
                 sky = np.pad(sky, ((0, pad_b), (0, pad_r)), constant_values=SKY_IGNORE)
             if mask is not None:
                 mask = np.pad(mask, ((0, pad_b), (0, pad_r)), constant_values=0)
-        meta = dict(sample.meta, scale=(sy, sx), pad=(pad_b, pad_r), input_size=(s, s), protocol=self.protocol)
+        meta = dict(sample.meta, scale=(sy, sx), pad=(pad_b, pad_r), input_size=(out_h, out_w), protocol=self.protocol)
         return Sample(sample.id, image, boxes.astype(np.float32), sky, mask, sample.orig_size, meta)
 
 
@@ -140,12 +160,13 @@ class TransformConfig:
     protocol: str = "reference"
     size: int = 512
     flip_prob: float = 0.5
+    scale: tuple[int, int] | None = None  # keep-ratio (long, short) instead of ``size``
 
 
 def build_transforms(cfg: TransformConfig, train: bool, augment: Sequence[Transform] = ()) -> Compose:
     """Train: resize, flip, then ``augment`` (e.g. BAG-CP, which needs the final geometry).
     Eval: resize only (no flip, no augmentation)."""
-    steps: list[Transform] = [Resize(cfg.protocol, cfg.size)]
+    steps: list[Transform] = [Resize(cfg.protocol, cfg.size, cfg.scale)]
     if train:
         if cfg.flip_prob > 0:
             steps.append(HorizontalFlip(cfg.flip_prob))
@@ -153,8 +174,26 @@ def build_transforms(cfg: TransformConfig, train: bool, augment: Sequence[Transf
     return Compose(steps)
 
 
+def _pad_to(sample: Sample, height: int, width: int) -> Sample:
+    """Pad bottom/right to (height, width): image and mask with 0, sky with ignore."""
+    pad_b, pad_r = height - sample.size[0], width - sample.size[1]
+    if not (pad_b or pad_r):
+        return sample
+
+    def pad(a: np.ndarray | None, value: int) -> np.ndarray | None:
+        return None if a is None else np.pad(a, ((0, pad_b), (0, pad_r)), constant_values=value)
+
+    old_b, old_r = sample.meta.get("pad", (0, 0))
+    meta = dict(sample.meta, pad=(int(old_b) + pad_b, int(old_r) + pad_r), input_size=(height, width))
+    return Sample(sample.id, pad(sample.image, 0), sample.boxes, pad(sample.sky, SKY_IGNORE),
+                  pad(sample.target_mask, 0), sample.orig_size, meta)
+
+
 def collate_detection(samples: Sequence[Sample]):
-    """Batch same-size samples: ``(images [B,1,H,W] float32 0..255, targets, metas)``.
+    """Batch samples: ``(images [B,1,H,W] float32 0..255, targets, metas)``.
+
+    Samples of different sizes (keep-ratio resizing) are padded bottom/right to the
+    batch's largest, as mmdet's collate does; ``meta['pad']`` includes that padding.
 
     ``targets[i]`` has ``boxes`` (float32 Nx4) and, when present, ``sky`` (uint8 HxW,
     0/1/255) and ``target_mask`` (uint8 HxW).  ``metas[i]`` has ``id``, ``orig_size``,
@@ -164,10 +203,9 @@ def collate_detection(samples: Sequence[Sample]):
 
     if not samples:
         raise ValueError("collate_detection: empty batch")
-    sizes = {s.size for s in samples}
-    if len(sizes) > 1:
-        detail = ", ".join(f"{s.id}: {s.size}" for s in samples)
-        raise ValueError(f"collate_detection: samples of one batch must share a size (resize first); got {detail}")
+    height = max(s.size[0] for s in samples)
+    width = max(s.size[1] for s in samples)
+    samples = [_pad_to(s, height, width) for s in samples]
     images = torch.from_numpy(np.stack([s.image for s in samples])).unsqueeze(1).float()
     targets, metas = [], []
     for s in samples:

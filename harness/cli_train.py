@@ -166,7 +166,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         data_cfg.validate()
     except ValueError as exc:
         raise ConfigError(f"data.{exc}") from None
-    dataset = build_datasets(data_cfg, cfg.augment, seed=cfg.train.seed)[role]
+    keep_original = cfg.eval.needs_noco or data_cfg.dataset == "sirstv2"  # mNoCoAP: OSCAR's metric on SIRST-V2
+    dataset = build_datasets(data_cfg, cfg.augment, seed=cfg.train.seed, keep_original=keep_original)[role]
     loader = DataLoader(dataset, batch_size=data_cfg.eval_batch_size, shuffle=False, collate_fn=collate_eval)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)

@@ -7,11 +7,14 @@ Protocols (DESIGN.md "Two protocols"):
 * ``clean``: the same mapping (isotropic scale, padding at the bottom/right only) and exact
   continuous IoU.
 mAP07 = 11-point AP, mAP12 = area AP, both at IoU 0.5; recall = recall at the end of the list.
+mNoCoAP (OSCAR's point metric, ``harness/noco.py``) is added when the loader's metas carry
+the original images (``build_datasets(keep_original=True)``): each image's NoCo map is built
+at original resolution, looked up at the detections' centres and dropped.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -19,6 +22,7 @@ import torch
 from torch import nn
 
 from irstdlab.harness.metrics import evaluate_detections
+from irstdlab.harness.noco import detection_noco_values, evaluate_nocoap
 
 
 @dataclass
@@ -29,6 +33,7 @@ class Predictions:
     boxes: list[np.ndarray]
     scores: list[np.ndarray]
     gt_boxes: list[np.ndarray]
+    noco_values: list[np.ndarray] = field(default_factory=list)  # per image; empty = not computed
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -60,11 +65,14 @@ def predict(model: nn.Module, loader: Any, device: torch.device, amp_dtype: torc
             with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
                 outputs = model(images)
             for out, meta in zip(outputs, metas):
-                boxes = out["boxes"].float().cpu().numpy().reshape(-1, 4)
+                boxes = to_original(out["boxes"].float().cpu().numpy().reshape(-1, 4), meta)
+                gt_boxes = np.asarray(meta["orig_boxes"], np.float32).reshape(-1, 4)
                 preds.ids.append(meta["id"])
-                preds.boxes.append(to_original(boxes, meta))
+                preds.boxes.append(boxes)
                 preds.scores.append(out["scores"].float().cpu().numpy().reshape(-1))
-                preds.gt_boxes.append(np.asarray(meta["orig_boxes"], np.float32).reshape(-1, 4))
+                preds.gt_boxes.append(gt_boxes)
+                if "orig_image" in meta:
+                    preds.noco_values.append(detection_noco_values(boxes, gt_boxes, meta["orig_image"]))
     finally:
         model.train(was_training)
     return preds
@@ -76,7 +84,7 @@ def score(preds: Predictions, protocol: str, prefix: str = "") -> dict[str, floa
     dets = list(zip(preds.boxes, preds.scores))
     voc07 = evaluate_detections(dets, preds.gt_boxes, iou_thr=0.5, ap_mode="11points", legacy_coordinates=legacy)
     voc12 = evaluate_detections(dets, preds.gt_boxes, iou_thr=0.5, ap_mode="area", legacy_coordinates=legacy)
-    return {
+    out = {
         f"{prefix}mAP07": float(voc07["ap"]),
         f"{prefix}mAP12": float(voc12["ap"]),
         f"{prefix}recall": float(voc07["recall"]),
@@ -84,6 +92,11 @@ def score(preds: Predictions, protocol: str, prefix: str = "") -> dict[str, floa
         f"{prefix}num_gts": int(voc07["num_gts"]),
         f"{prefix}num_dets": int(voc07["num_dets"]),
     }
+    if preds.noco_values and len(preds.noco_values) == len(preds):
+        noco = evaluate_nocoap(dets, preds.gt_boxes, noco_values=preds.noco_values)
+        out[f"{prefix}mNoCoAP"] = float(noco["mNoCoAP"])
+        out.update({f"{prefix}{k}": float(v) for k, v in noco["per_threshold"].items()})
+    return out
 
 
 def curves(preds: Predictions, protocol: str) -> dict[str, np.ndarray]:

@@ -94,17 +94,34 @@ def _centre_pixels(boxes: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarra
     return cx, cy, row, col
 
 
+def _lookup(nmap: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """The map's value at each box centre's pixel."""
+    _cx, _cy, row, col = _centre_pixels(boxes, nmap.shape)
+    # a centre outside the image scores NoCo 0 (an FP), BAFE-Net's guard; ODI would wrap or crash
+    inb = (row >= 0) & (row < nmap.shape[0]) & (col >= 0) & (col < nmap.shape[1])
+    return np.where(inb, nmap[np.where(inb, row, 0), np.where(inb, col, 0)], 0.0)
+
+
+def detection_noco_values(boxes: Any, gt_boxes: Any, image_grey: Any) -> np.ndarray:
+    """NoCo at each detection box's centre pixel for ONE image (original resolution)."""
+    boxes = _to_numpy(boxes).astype(np.float64).reshape(-1, 4)
+    return _lookup(noco_map(image_grey, gt_boxes), boxes)
+
+
 def evaluate_nocoap(
     detections: Sequence[Any],
     ground_truths: Sequence[Any],
     images: Sequence[Any] | None = None,
     *,
     noco_maps: Sequence[np.ndarray] | None = None,
+    noco_values: Sequence[np.ndarray] | None = None,
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
     tie_order: TieOrder = "stable",
 ) -> dict[str, Any]:
     """mNoCoAP over a data set. Give ``images`` (grey, original resolution; the maps
-    are built here) or precomputed ``noco_maps``.
+    are built here), precomputed ``noco_maps``, or ``noco_values``: each image's NoCo value
+    at each detection's centre pixel (``detection_noco_values``), which lets an evaluation
+    loop drop every image and map as soon as it has scored it.
 
     Returns ``mNoCoAP``, ``aps`` (one per threshold), ``per_threshold`` (``NoCoAP10``
     ... ``NoCoAP90`` -> AP), ``recalls`` (final recall per threshold), ``thresholds``,
@@ -113,10 +130,12 @@ def evaluate_nocoap(
     """
     dets = parse_detections(detections)
     gts = parse_ground_truths(ground_truths)
-    if (images is None) == (noco_maps is None):
-        raise ValueError("give exactly one of images or noco_maps")
-    per_image = images if images is not None else noco_maps
-    _check_lengths(len(dets), len(gts), ("images" if images is not None else "noco_maps", len(per_image)))
+    given = {k: v for k, v in (("images", images), ("noco_maps", noco_maps), ("noco_values", noco_values))
+             if v is not None}
+    if len(given) != 1:
+        raise ValueError("give exactly one of images, noco_maps or noco_values")
+    (kind, per_image), = given.items()
+    _check_lengths(len(dets), len(gts), (kind, len(per_image)))
     for i, (_, ign) in enumerate(gts):
         if ign.any():
             raise ValueError(f"ground_truths[{i}].ignore: mNoCoAP has no ignored targets")
@@ -126,16 +145,20 @@ def evaluate_nocoap(
 
     values, first_gt, img_of = [], [], []
     for i, ((boxes, _), (gboxes, _)) in enumerate(zip(dets, gts)):
-        if images is not None:
-            nmap = noco_map(images[i], gboxes)
+        if noco_values is not None:
+            value = np.asarray(noco_values[i], np.float64).reshape(-1)
+            if value.shape[0] != len(boxes):
+                raise ValueError(f"noco_values[{i}]: {value.shape[0]} values for {len(boxes)} detections")
+            values.append(value)
         else:
-            nmap = _to_numpy(noco_maps[i]).astype(np.float64, copy=False)
-            if nmap.ndim != 2:
-                raise ValueError(f"noco_maps[{i}]: expected an H x W map, got shape {nmap.shape}")
-        cx, cy, row, col = _centre_pixels(boxes, nmap.shape)
-        # a centre outside the image scores NoCo 0 (an FP), BAFE-Net's guard; ODI would wrap or crash
-        inb = (row >= 0) & (row < nmap.shape[0]) & (col >= 0) & (col < nmap.shape[1])
-        values.append(np.where(inb, nmap[np.where(inb, row, 0), np.where(inb, col, 0)], 0.0))
+            if images is not None:
+                nmap = noco_map(images[i], gboxes)
+            else:
+                nmap = _to_numpy(noco_maps[i]).astype(np.float64, copy=False)
+                if nmap.ndim != 2:
+                    raise ValueError(f"noco_maps[{i}]: expected an H x W map, got shape {nmap.shape}")
+            values.append(_lookup(nmap, boxes))
+        cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
         inside = ((gboxes[None, :, 0] <= cx[:, None]) & (cx[:, None] <= gboxes[None, :, 2])
                   & (gboxes[None, :, 1] <= cy[:, None]) & (cy[:, None] <= gboxes[None, :, 3]))
         # the FIRST containing GT in annotation order, -1 when none (never a later one)

@@ -85,7 +85,8 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, *, epoch: int, 
             losses = model(images, targets)
         losses = {k: v.float() for k, v in losses.items()}
         if cfg.train.debug_nan_at_iter == global_iter:  # test hook, see TrainConfig
-            losses["loss_cls"] = losses["loss_cls"] * float("nan")
+            first = next(iter(losses))
+            losses[first] = losses[first] * float("nan")
         total = sum(losses.values())
         values = {k: float(v.detach()) for k, v in losses.items()}
         if not math.isfinite(sum(values.values())):
@@ -130,7 +131,7 @@ def run_trial(cfg: TrialConfig, reporter: Reporter) -> dict[str, Any]:
     channels_last = cfg.train.channels_last and device.type == "cuda"
     protocol = cfg.data.protocol
 
-    data = build_datasets(cfg.data, cfg.augment, seed=seed)
+    data = build_datasets(cfg.data, cfg.augment, seed=seed, keep_original=cfg.eval.needs_noco)
     sampler = DistributedSampler(data["train"], num_replicas=reporter.world_size, rank=rank, shuffle=True, seed=seed)
     loader_args = dict(num_workers=cfg.data.num_workers, worker_init_fn=seed_loader_worker,
                        pin_memory=device.type == "cuda")

@@ -7,7 +7,7 @@ Written from OSCAR_LSKNET_SIRSTV2_REFERENCE §2 (ODI ``OSCARNet`` / ``FlexFPN`` 
   (``MODEL_DEFAULTS["oscar"]``; any backbone of ``ModelConfig.backbone`` works, LSKNet too);
 * neck: ``FlexFPN``, an FPN over C2-C5 (1x1 laterals with bias, nearest top-down, 3x3
   outputs) that returns only P2 and P3. The P4/P5 output convs exist (the reference counts
-  their parameters) but are not run;
+  their parameters) but are not run, and are frozen so DDP finds no unused parameter;
 * head, width ``feat = fpn_channels // 2`` (hard-coded in ODI), towers of
   ``head_depth`` x (3x3 conv, GN, ReLU), 3x3 predictors:
   - coarse on P3: cls tower -> ``coarse_conv_cls`` and ``coarse_conv_mod``; reg tower ->
@@ -75,6 +75,11 @@ class FlexFPN(nn.Module):
             if isinstance(m, nn.Conv2d):
                 nn.init.xavier_uniform_(m.weight)
                 nn.init.zeros_(m.bias)
+        # the output convs of levels never returned: counted (as the reference counts them) but
+        # never run, so frozen -- DDP would otherwise stop on parameters without gradients
+        for i, block in enumerate(self.fpn.layer_blocks):
+            if i not in self.out_indices:
+                block.requires_grad_(False)
 
     def forward(self, feats: list[Tensor]) -> list[Tensor]:
         fpn = self.fpn

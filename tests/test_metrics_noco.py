@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from irstdlab.harness.noco import evaluate_nocoap, noco_map
+from irstdlab.harness.noco import detection_noco_values, evaluate_nocoap, noco_map
 
 
 def worked_example():
@@ -53,6 +53,9 @@ def test_worked_example_mnocoap():
     # precomputed maps give the same numbers; colour images are averaged
     same = evaluate_nocoap([(boxes, scores)], [gt], noco_maps=[noco_map(img, gt)])
     assert same["aps"] == r["aps"]
+    values = detection_noco_values(boxes, gt, img)  # what an evaluation loop keeps per image
+    np.testing.assert_allclose(values[[1, 2, 3]], [0.0, 1.0, 1.0], atol=0.006)
+    assert evaluate_nocoap([(boxes, scores)], [gt], noco_values=[values])["aps"] == r["aps"]
     rgb = evaluate_nocoap([(boxes, scores)], [gt], [np.repeat(img[..., None], 3, axis=2)])
     assert rgb["aps"] == r["aps"]
 
@@ -91,7 +94,7 @@ def test_first_containing_gt_rule_and_empty_images():
 
 def test_bad_inputs():
     img, gt, boxes, scores = worked_example()
-    with pytest.raises(ValueError, match="exactly one of images or noco_maps"):
+    with pytest.raises(ValueError, match="exactly one of images, noco_maps or noco_values"):
         evaluate_nocoap([(boxes, scores)], [gt])
     with pytest.raises(ValueError, match="images has 2 images"):
         evaluate_nocoap([(boxes, scores)], [gt], [img, img])

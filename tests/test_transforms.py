@@ -138,11 +138,37 @@ def test_build_transforms_and_collate():
     assert set(metas[0]) >= {"id", "orig_size", "scale", "flip", "pad"}
 
 
-def test_collate_refuses_mixed_sizes_and_bad_protocol():
-    with pytest.raises(ValueError, match="share a size"):
-        collate_detection([_sample(100, 100), _sample(100, 120)])
+def test_collate_pads_mixed_sizes_to_the_batch_largest_and_refuses_bad_protocol():
+    a, b = _sample(100, 100, seed=1), _sample(90, 120, seed=2)
+    images, targets, metas = collate_detection([a, b])
+    assert images.shape == (2, 1, 100, 120)
+    torch.testing.assert_close(images[0, 0, :, :100], torch.from_numpy(a.image).float())
+    assert float(images[0, 0, :, 100:].abs().sum()) == 0.0 and float(images[1, 0, 90:].abs().sum()) == 0.0
+    assert metas[0]["pad"] == (0, 20) and metas[1]["pad"] == (10, 0)
+    assert int(targets[0]["sky"][:, 100:].min()) == 255  # padded sky is ignored by the seg loss
+    torch.testing.assert_close(targets[1]["boxes"], torch.from_numpy(b.boxes))  # boxes never move
     with pytest.raises(ValueError, match="protocol"):
         Resize("squash")
+    with pytest.raises(ValueError, match="scale"):
+        Resize("clean", scale=(1000, 0))
+
+
+@pytest.mark.parametrize("h, w, expect", [
+    (212, 304, (600, 860, 608, 864)),    # a small SIRST v1 image: upscaled by min(1000/304, 600/212)
+    (1024, 1280, (600, 750, 608, 768)),  # a large background: the short side bounds it
+    (512, 640, (600, 750, 608, 768)),
+    (1080, 1918, (563, 1000, 576, 1024)),  # the long side bounds it
+])
+def test_keep_ratio_scale_matches_mmdet_rescale_and_pads_to_32(h, w, expect):
+    new_h, new_w, pad_h, pad_w = expect
+    out = Resize("clean", scale=(1000, 600))(_sample(h, w, seed=3))
+    factor = min(1000 / max(h, w), 600 / min(h, w))
+    assert (int(h * factor + 0.5), int(w * factor + 0.5)) == (new_h, new_w)
+    assert out.size == (pad_h, pad_w) and out.meta["input_size"] == (pad_h, pad_w)
+    assert out.meta["pad"] == (pad_h - new_h, pad_w - new_w)
+    sy, sx = out.meta["scale"]
+    assert sy == pytest.approx(new_h / h) and sx == pytest.approx(new_w / w)
+    assert float(np.abs(out.image[new_h:]).sum()) == 0.0 and float(np.abs(out.image[:, new_w:]).sum()) == 0.0
 
 
 def test_reference_resize_on_real_densesirst(densesirst_root):
