@@ -68,6 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("irstdlab: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `irstdlab ... | head`: the reader left; nothing to report
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 141
 
 
 def entry() -> None:  # pragma: no cover - thin wrapper for the console script

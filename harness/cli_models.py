@@ -84,18 +84,22 @@ def cmd_info(args: argparse.Namespace) -> int:
     except ValueError as exc:  # e.g. model.pretrained pointing at a missing file
         raise ConfigError(str(exc)) from None
     report = profile(model, (args.size, args.size))
+    neck = getattr(model, "neck", None)
+    strides = list(getattr(neck, "strides", cfg.level_strides()))  # the built pyramid, whatever the detector
     info = {
         "name": cfg.name,
         "backbone": cfg.backbone,
-        "level_strides": cfg.level_strides(),
-        "regress_ranges": [[lo, hi if hi != float("inf") else "inf"] for lo, hi in cfg.level_regress_ranges()],
+        "level_strides": strides,
         **report.to_dict(),
     }
+    if cfg.name in ("fcos", "bafenet"):  # the only detectors that assign by regress range
+        info["regress_ranges"] = [[lo, hi if hi != float("inf") else "inf"] for lo, hi in cfg.level_regress_ranges()]
     if args.json:
         print(json.dumps(info))
         return 0
     print(f"model      {cfg.name} ({cfg.backbone})")
-    print(f"levels     strides {info['level_strides']}, regress ranges {info['regress_ranges']}")
+    ranges = f", regress ranges {info['regress_ranges']}" if "regress_ranges" in info else ""
+    print(f"levels     strides {info['level_strides']}{ranges}")
     print(f"params     {report.params:,} ({report.params_m:.3f} M); trainable {report.trainable_params:,} ({report.trainable_params / 1e6:.3f} M)")
     print(f"compute    {report.gmacs:.3f} GMACs (multiply-adds, the papers' 'FLOPs'), {report.gflops:.3f} GFLOPs at 1x{args.size}x{args.size}")
     return 0

@@ -52,6 +52,13 @@ def test_info_json(capsys):
     assert info["params"] > info["trainable_params"] > 0 and info["gmacs"] > 0
 
 
+def test_info_oscar_reports_its_own_pyramid(capsys):
+    rc, out, _ = run(capsys, ["models", "info", "oscar", "--size", "512", "--json"])
+    info = json.loads(out)
+    assert rc == 0 and info["level_strides"] == [4, 8] and "regress_ranges" not in info
+    assert info["params"] == 17_656_815 and round(info["gmacs"], 1) == 68.2
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
