@@ -13,7 +13,7 @@ There are no regress ranges: every GT is assigned at every level ("all-scale"). 
 released code uses L = 8 on P3 (stride 8) and L = 6 on P2 (stride 4); in general
 L = ``side_factor`` x stride with factors 1 (coarse) and 1.5 (refine).
 
-The NoCo target is the GT NoCo map (``irstdlab.harness.noco.noco_map``, the metric's own
+The NoCo target is the GT NoCo map (``irstdlab.models.noco_map``, the metric's own
 definition) of the network input, padding included (0 there), sampled at the refine level
 with ``nearest-exact`` (pixel (s*i + s/2, s*j + s/2)), as ODI's ``NoCoTargets`` + ``OSCARPad``.
 """
@@ -26,6 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from irstdlab.models.noco_map import build_noco_map
 
 COARSE_SIDE_FACTOR = 1.0  # L = 8 at stride 8
 REFINE_SIDE_FACTOR = 1.5  # L = 6 at stride 4
@@ -86,13 +88,11 @@ def noco_targets(images: Tensor, targets: list[dict[str, Tensor]], size: tuple[i
     ``images`` are the raw grey network inputs [B, 1, H, W]; the map is built on the CPU in
     float64 (the metric's code) and sampled ``nearest-exact`` like ODI's ``F.interpolate``.
     """
-    from irstdlab.harness.noco import noco_map  # the metric's definition; numpy only
-
     maps = []
     for image, target in zip(images, targets):
         grey = image[0].detach().float().cpu().numpy()
         boxes = target["boxes"].detach().float().cpu().numpy().reshape(-1, 4)
-        maps.append(torch.from_numpy(noco_map(grey, boxes).astype(np.float32)))
+        maps.append(torch.from_numpy(build_noco_map(grey, boxes).astype(np.float32)))
     full = torch.stack(maps)[:, None].to(images.device)
     return F.interpolate(full, size=size, mode="nearest-exact")
 

@@ -47,7 +47,15 @@ def test_shipped_spaces_load_and_validate():
     axes = {p.path: set(p.values) for p in spaces["bafe_ablation"].parameters}
     for point in grid[:50]:
         assert all(v in axes[k] for k, v in point.items())
-    assert spaces["detectors"].num_trials() == 2 * 3  # detectors x seeds
+    # every registered detector, three seeds each, each a valid trial config on the shared base
+    from irstdlab.models import list_models
+
+    detectors = spaces["detectors"]
+    names = [point["model.name"] for point in detectors.grid()]
+    assert sorted(names) == list_models() and detectors.num_trials() == len(list_models()) * 3
+    for point in detectors.grid():
+        cfg = detectors.trial_config(point, seed=2)
+        assert cfg.model.name == point["model.name"] and cfg.train.seed == 2 and cfg.data.dataset == "synthetic"
     # every shipped space builds a valid TrialConfig for its grid points / first samples
     for point in grid[:3]:
         cfg = spaces["paper_grid"].trial_config(point, seed=1)
