@@ -47,7 +47,9 @@ def to_original(boxes: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
     # clamp to the resized content (the padded margin is not image), then undo the scale
     out[:, [0, 2]] = np.clip(out[:, [0, 2]], 0.0, w * sx) / sx
     out[:, [1, 3]] = np.clip(out[:, [1, 3]], 0.0, h * sy) / sy
-    return out.astype(np.float32)
+    # to 1e-4 px: a pixel-edge box that went through the float32 resize comes back on its
+    # integers, where mNoCoAP's half-to-even rounding of a .5 centre is sensitive to 1e-5 errors
+    return np.round(out, 4).astype(np.float32)
 
 
 @torch.no_grad()

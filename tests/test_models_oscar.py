@@ -220,3 +220,44 @@ def test_paper_preset_validates():
     assert (cfg.optim.name, cfg.optim.lr, cfg.schedule.policy, cfg.schedule.epochs) == ("adamw", 0.002, "poly", 12)
     with pytest.raises(Exception, match="scale"):
         load_config("paper_oscar_r18", ["data.protocol=reference"])
+
+
+def test_mnocoap_evaluation_path_on_sirstv2_mini_with_keep_ratio_batches(sirstv2_root):
+    """GT boxes fed through the evaluation loop (keep-ratio (1000, 600) resize, batches padded to
+    their largest image, boxes mapped back to the original image) score what the metric scores
+    on the original images directly: the GT-box oracle, 0.74 on the full test set (§3.4)."""
+    from torch.utils.data import DataLoader
+
+    from irstdlab.datasets.build import AugmentConfig, DataConfig, build_datasets, collate_eval
+    from irstdlab.harness.evaluate import predict, score
+    from irstdlab.harness.noco import evaluate_nocoap
+
+    data_cfg = DataConfig(dataset="sirstv2", root=str(sirstv2_root), protocol="clean", scale=(1000, 600))
+    data_cfg.validate()
+    val = build_datasets(data_cfg, AugmentConfig(), keep_original=True)["val"]
+    samples = [val[i] for i in range(len(val))]
+
+    class Oracle(torch.nn.Module):  # returns each image's GT boxes in input pixels, in loader order
+        def __init__(self) -> None:
+            super().__init__()
+            self.queue = [torch.from_numpy(s.boxes) for s in samples]
+
+        def forward(self, images):
+            out = []
+            for _ in range(images.shape[0]):
+                boxes = self.queue.pop(0)
+                out.append({"boxes": boxes, "scores": torch.linspace(1.0, 0.5, len(boxes)),
+                            "labels": torch.ones(len(boxes), dtype=torch.int64)})
+            return out
+
+    loader = DataLoader(val, batch_size=4, shuffle=False, collate_fn=collate_eval)
+    images, _, metas = next(iter(loader))
+    assert len({m["orig_size"] for m in metas}) > 1 and images.shape[-1] % 32 == 0  # mixed sizes, padded
+    preds = predict(Oracle(), loader, torch.device("cpu"))
+    metrics = score(preds, "clean", "val/")
+    direct = evaluate_nocoap([(s.meta["orig_boxes"], np.linspace(1.0, 0.5, len(s.meta["orig_boxes"])))
+                              for s in samples], [s.meta["orig_boxes"] for s in samples],
+                             [s.meta["orig_image"] for s in samples])
+    assert metrics["val/mNoCoAP"] == pytest.approx(direct["mNoCoAP"], abs=1e-12)
+    assert 0.4 < metrics["val/mNoCoAP"] < 1.0 and metrics["val/mAP12"] == pytest.approx(1.0)
+    assert set(metrics) >= {f"val/NoCoAP{t}" for t in range(10, 100, 10)}
