@@ -9,7 +9,6 @@ trains. BN stays ``nn.BatchNorm2d`` with ``requires_grad=False`` rather than
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import torch
 import torchvision
@@ -17,6 +16,7 @@ from torch import Tensor, nn
 from torchvision.models.resnet import Bottleneck
 
 from irstdlab.models.config import ModelConfig
+from irstdlab.models.weights import load_matching, read_state_dict
 
 _RESNETS = {
     "resnet18": torchvision.models.resnet18,
@@ -109,28 +109,9 @@ class ResNetBackbone(nn.Module):
 
 
 def _load_state_dict(net: nn.Module, path: str) -> None:
-    """Load a local torchvision ResNet state dict (``torch.load(weights_only=True)``)."""
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise ValueError(f"model.pretrained: {file}: no such file")
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling errors come in many types
-        raise ValueError(f"model.pretrained: {file}: not a loadable state dict ({type(exc).__name__}: {exc})".splitlines()[0]) from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    try:
-        result = net.load_state_dict(state, strict=False)
-    except (RuntimeError, TypeError, AttributeError) as exc:  # shape mismatches, non-dict files
-        detail = " ".join(str(exc).split())[:200]
-        raise ValueError(f"model.pretrained: {file}: does not match torchvision {type(net).__name__} ({detail})") from None
-    missing = [k for k in result.missing_keys if not k.startswith("fc.")]
-    if missing or result.unexpected_keys:
-        bad = (missing or result.unexpected_keys)[:3]
-        raise ValueError(
-            f"model.pretrained: {file}: does not match torchvision {type(net).__name__} "
-            f"({len(missing)} missing, {len(result.unexpected_keys)} unexpected keys, e.g. {', '.join(bad)})"
-        )
+    """Load a local torchvision ResNet state dict (its ``fc.*`` classifier may be absent)."""
+    file, state = read_state_dict(path)
+    load_matching(net, state, file, f"torchvision {type(net).__name__}", may_miss=lambda k: k.startswith("fc."))
 
 
 def _deep_stem(in_channels: int) -> nn.Sequential:

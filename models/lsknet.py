@@ -22,12 +22,12 @@ summed into it (same response to a grey image).
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from irstdlab.models.config import ModelConfig
+from irstdlab.models.weights import load_matching, read_state_dict
 
 # name -> (embed_dims, depths); mlp_ratios are (8, 8, 4, 4) for both
 LSKNET_VARIANTS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
@@ -228,35 +228,14 @@ def _load_lsknet_state_dict(net: LSKNetBackbone, path: str) -> None:
     checkpoint whose backbone keys carry a ``backbone.`` prefix is reduced to those keys. RGB
     kernels of ``patch_embed1.proj`` are summed when the backbone has one input channel.
     """
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise ValueError(f"model.pretrained: {file}: no such file")
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling errors come in many types
-        raise ValueError(f"model.pretrained: {file}: not a loadable state dict ({type(exc).__name__}: {exc})".splitlines()[0]) from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise ValueError(f"model.pretrained: {file}: expected a state dict, got {type(state).__name__}")
+    file, state = read_state_dict(path)
     if "patch_embed1.proj.weight" not in state and "backbone.patch_embed1.proj.weight" in state:
         state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
     state = {k: v for k, v in state.items() if not str(k).startswith("head.")}
     stem = state.get("patch_embed1.proj.weight")
     if net.in_channels == 1 and isinstance(stem, Tensor) and stem.ndim == 4 and stem.shape[1] == 3:
         state["patch_embed1.proj.weight"] = stem.sum(dim=1, keepdim=True)
-    try:
-        result = net.load_state_dict(state, strict=False)
-    except (RuntimeError, TypeError, AttributeError) as exc:  # shape mismatches, non-tensor values
-        detail = " ".join(str(exc).split())[:200]
-        raise ValueError(f"model.pretrained: {file}: does not match LSKNetBackbone ({detail})") from None
-    missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
-    if missing or result.unexpected_keys:
-        bad = (missing or result.unexpected_keys)[:3]
-        raise ValueError(
-            f"model.pretrained: {file}: does not match LSKNetBackbone "
-            f"({len(missing)} missing, {len(result.unexpected_keys)} unexpected keys, e.g. {', '.join(bad)})"
-        )
+    load_matching(net, state, file, "LSKNetBackbone", may_miss=lambda k: k.endswith("num_batches_tracked"))
 
 
 def build_lsknet(cfg: ModelConfig, in_channels: int) -> LSKNetBackbone:
