@@ -25,7 +25,8 @@ def _where(p: argparse.ArgumentParser) -> None:
 
 def _selection(p: argparse.ArgumentParser) -> None:
     _where(p)
-    p.add_argument("--filter", help="pandas query, e.g. \"model == 'bafenet' and param.p > 0.25\"")
+    p.add_argument("--filter", help="row condition, e.g. \"model == 'bafenet' and param.p > 0.25\": column names, constants, "
+                        "comparisons, in / not in, and / or / not, arithmetic; nothing is executed")
     p.add_argument("--protocol", help="only rows of this protocol (reference, clean)")
     p.add_argument("--dataset", help="only rows of this dataset")
     p.add_argument("--include-partial", action="store_true",

@@ -3,17 +3,15 @@ ranking blocks (protocol x dataset: never ranked together), terminal tables."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 
 from irstdlab.leaderboards.errors import LeaderboardError
+from irstdlab.leaderboards.filter_expr import filter_mask
 
 BLOCK = ("protocol", "dataset")  # rows from different protocols / datasets never share a ranking
-_LITERAL = re.compile(r"""('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|`[^`]*`)""")
-_PREFIXED = re.compile(r"(?<![\w.`])((?:param|metric|best|curve)\.[\w/.+-]+)")
 _LOWER_BETTER = ("fa", "loss", "latency", "time", "gmacs", "params_m", "wall_time_s")
 
 
@@ -33,26 +31,13 @@ def rankable(df: pd.DataFrame) -> pd.Series:
 
 
 def apply_filter(df: pd.DataFrame, expr: str) -> pd.DataFrame:
-    """A pandas query where ``param.p``, ``metric.val/mAP07`` ... are written as-is."""
+    """Rows matching a filter where ``param.p``, ``metric.val/mAP07`` ... are written as-is.
+
+    The expression is parsed and whitelisted, never executed (see ``filter_expr``).
+    """
     if not expr or not expr.strip():
         return df
-    special = sorted((c for c in df.columns if not str(c).isidentifier()), key=len, reverse=True)
-    pattern = (re.compile(r"(?<![\w.`/])(" + "|".join(re.escape(c) for c in special) + r")(?![\w/])")
-               if special else None)
-    out = []
-    for i, part in enumerate(_LITERAL.split(expr)):
-        if i % 2 == 0:  # outside string literals and backticks
-            if pattern is not None:
-                part = pattern.sub(lambda m: f"`{m.group(1)}`", part)
-            unknown = _PREFIXED.findall(part)
-            if unknown:
-                raise LeaderboardError("--filter", f"unknown column {unknown[0]!r}; columns here: "
-                                       f"{', '.join(c for c in df.columns if '.' in c)[:300] or 'none'}")
-        out.append(part)
-    try:
-        return df.query("".join(out), engine="python")
-    except Exception as exc:  # pandas raises many types here; all mean "bad filter"
-        raise LeaderboardError("--filter", f"{expr!r}: {type(exc).__name__}: {exc}") from exc
+    return df[filter_mask(df, expr).to_numpy()]
 
 
 def select(df: pd.DataFrame, filter: str | None = None, include_partial: bool = False,

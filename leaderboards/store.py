@@ -240,8 +240,8 @@ class Leaderboard:
              with_paper: bool = False, search: str | None = None) -> "Any":
         """The leaderboard as a pandas DataFrame.
 
-        ``filter`` is a pandas query over column names (``param.p > 0.25`` works as
-        written). Only full-fidelity completed rows unless ``include_partial``; then a
+        ``filter`` is a condition over column names (``param.p > 0.25`` works as
+        written), parsed and whitelisted by ``filter_expr``, never executed. Only full-fidelity completed rows unless ``include_partial``; then a
         boolean ``partial`` column flags the others. ``with_paper`` adds the paper's rows.
         """
         from irstdlab.leaderboards import query
