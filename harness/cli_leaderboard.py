@@ -1,7 +1,8 @@
 """`irstdlab leaderboard ...`: show, compare, plot, export, merge, validate, compact.
 
 A leaderboard is given as PATH (the directory) or ``--storage DIR`` (its
-``leaderboard/`` folder; default ``$IRSTDLAB_STORAGE``). pandas/pyarrow are imported
+``leaderboard/`` folder; default ``$IRSTDLAB_STORAGE``). Without either, ``./irstdlab-runs/leaderboard``
+is used when it exists, since that is where ``irstdlab search`` and ``irstdlab train`` write by default. pandas/pyarrow are imported
 inside the handlers so that ``irstdlab --help`` stays fast.
 """
 
@@ -15,16 +16,19 @@ from pathlib import Path
 from typing import Any
 
 PLOT_KINDS = ("bars", "pareto", "ablation", "pr", "history")
+DEFAULT_LEADERBOARD = "./irstdlab-runs/leaderboard"  # where `search` and `train` write without --storage
 
 
 def _where(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", nargs="?", help="leaderboard directory (or a storage directory holding leaderboard/)")
     p.add_argument("--storage", default=os.environ.get("IRSTDLAB_STORAGE"),
-                   help="storage directory; the leaderboard is DIR/leaderboard (default $IRSTDLAB_STORAGE)")
+                   help="storage directory; the leaderboard is DIR/leaderboard (default $IRSTDLAB_STORAGE, "
+                        f"else {DEFAULT_LEADERBOARD} when it exists)")
 
 
 def _selection(p: argparse.ArgumentParser) -> None:
     _where(p)
+    p.add_argument("--search", metavar="NAME", help="only the rows of this search")
     p.add_argument("--filter", help="row condition, e.g. \"model == 'bafenet' and param.p > 0.25\": column names, constants, "
                         "comparisons, in / not in, and / or / not, arithmetic; nothing is executed")
     p.add_argument("--protocol", help="only rows of this protocol (reference, clean)")
@@ -102,8 +106,11 @@ def _open(args: argparse.Namespace, must_exist: bool = True):
         root = Path(args.path)
     elif args.storage:
         root = Path(args.storage) / "leaderboard"
+    elif Path(DEFAULT_LEADERBOARD).is_dir():
+        root = Path(DEFAULT_LEADERBOARD)
     else:
-        raise LeaderboardError("PATH", "give a leaderboard directory or --storage DIR (or set IRSTDLAB_STORAGE)")
+        raise LeaderboardError("PATH", f"give a leaderboard directory or --storage DIR (or set IRSTDLAB_STORAGE); "
+                                       f"{DEFAULT_LEADERBOARD} does not exist here")
     lb = open_lb(root)
     if must_exist and not lb.partitions() and not getattr(args, "with_paper", False):
         raise LeaderboardError(lb.root, "no leaderboard here (no search=<name>/ folders)")
@@ -118,7 +125,8 @@ def _frame(args: argparse.Namespace):
     lb = _open(args)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        df = lb.read(include_partial=args.include_partial, with_paper=args.with_paper)
+        df = lb.read(include_partial=args.include_partial, with_paper=args.with_paper,
+                     search=getattr(args, "search", None))
     for w in caught:
         print(f"irstdlab: warning: {w.message}", file=sys.stderr)
     return query.select(df, filter=args.filter, include_partial=args.include_partial,
@@ -131,23 +139,38 @@ def _show(args: argparse.Namespace) -> int:
 
     df = _frame(args)
     if not len(df):
-        raise LeaderboardError("--filter", "no rows match")
+        raise LeaderboardError(_selection_name(args), "no rows match")
     by = query.resolve_metric(df, args.by)
-    ranked = query.top(df, by, args.top or None)
+    tables = []  # (protocol, dataset, kind, metric, rows): runs and paper rows ranked apart
+    for (protocol, dataset), block in query.blocks(df):
+        is_run = (block["source"] == "run").to_numpy() if "source" in block.columns else [True] * len(block)
+        for kind, sub in (("runs", block[is_run]), ("paper", block[~is_run])):
+            if len(sub):
+                metric = query.ranking_metric(sub, by)
+                ((_, ranked),) = query.top(sub, metric, args.top or None)
+                tables.append((protocol, dataset, kind, metric, ranked, len(sub)))
     if args.json:
-        out = [{"protocol": p, "dataset": d, "by": by, "total": int(((df["protocol"] == p) & (df["dataset"] == d)).sum()),
+        out = [{"protocol": p, "dataset": d, "rows_of": kind, "by": metric, "total": total,
                 "rows": json.loads(sub.to_json(orient="records", date_format="iso"))}
-               for (p, d), sub in ranked]
+               for p, d, kind, metric, sub, total in tables]
         print(json.dumps(out, indent=1))
         return 0
-    for (protocol, dataset), sub in ranked:
-        print(f"== protocol={protocol}  dataset={dataset}  ranked by {by.split('.', 1)[1]} "
-              f"(top {len(sub)}) ==")
-        print(query.format_table(sub, query.display_columns(sub, by)))
+    for protocol, dataset, kind, metric, sub, _ in tables:
+        label = "  (the paper's rows)" if kind == "paper" else ""
+        print(f"== protocol={protocol}  dataset={dataset}  ranked by {metric.split('.', 1)[1]} "
+              f"(top {len(sub)}){label} ==")
+        print(query.format_table(sub, query.display_columns(sub, metric)))
         print()
     if not args.include_partial:
         print("(full-fidelity completed rows only; --include-partial shows early-stopped and failed ones)")
     return 0
+
+
+def _selection_name(args: argparse.Namespace) -> str:
+    """What narrowed the rows down, for a 'no rows match' message."""
+    used = [f"--{k.replace('_', '-')} {getattr(args, k)!r}" for k in ("search", "filter", "protocol", "dataset")
+            if getattr(args, k, None)]
+    return " ".join(used) if used else "leaderboard"
 
 
 def _compare(args: argparse.Namespace) -> int:

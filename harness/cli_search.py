@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
 import sys
 
 
@@ -65,14 +67,31 @@ def run(args: argparse.Namespace) -> int:
     if outcome.top is not None and len(outcome.top):
         print("best full-fidelity trials:")
         print(outcome.top.to_string(index=False))
-    print(f"leaderboard:   {outcome.leaderboard_dir}   (irstdlab leaderboard show --search {outcome.name})")
-    print(f"optuna study:  {outcome.journal}   (study {outcome.study_name}; optuna-dashboard {outcome.journal})")
+    print(f"leaderboard:   {outcome.leaderboard_dir}   ({leaderboard_command(args.storage, outcome.name)})")
+    print(f"optuna study:  {outcome.journal}   (study {outcome.study_name}; {dashboard_hint(outcome.journal)})")
     print(f"trials:        {outcome.search_dir}")
     if outcome.interrupted:
         print(f"irstdlab: search interrupted; resume with: {resume_command(outcome.name, _storage(args))}",
               file=sys.stderr)
         return 130
     return 0
+
+
+def leaderboard_command(storage: str, name: str) -> str:
+    """The follow-up command that shows this search's rows, runnable as printed from this folder."""
+    from irstdlab.harness.search import DEFAULT_STORAGE
+
+    where = "" if os.path.normpath(storage) == os.path.normpath(DEFAULT_STORAGE) else f" --storage {shlex.quote(storage)}"
+    return f"irstdlab leaderboard show{where} --search {shlex.quote(name)}"
+
+
+def dashboard_hint(journal: object) -> str:
+    """optuna-dashboard is optional: print its command only where it is installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("optuna_dashboard") is not None:
+        return f"optuna-dashboard {shlex.quote(str(journal))}"
+    return "optuna-dashboard opens it once installed: pip install optuna-dashboard"
 
 
 def _storage(args: argparse.Namespace) -> str:

@@ -79,6 +79,20 @@ def resolve_metric(df: pd.DataFrame, name: str | None) -> str:
                            f"no metric {name!r} in the selected rows; known: {known[:300]}")
 
 
+def ranking_metric(df: pd.DataFrame, by: str) -> str:
+    """``by`` when these rows have it, else the nearest metric they do have.
+
+    The paper's rows carry test metrics only; ranking them by ``val/mAP07`` would give an arbitrary
+    order, so they are ranked by the test counterpart (``val/X`` -> ``test/X``), then by test/mAP07.
+    """
+    def has(col: str) -> bool:
+        return col in df.columns and pd.to_numeric(df[col], errors="coerce").notna().any()
+
+    candidates = [by, by.replace("/val/", "/test/").replace(".val/", ".test/"), "metric.test/mAP07",
+                  *metric_columns(df)]
+    return next((c for c in candidates if has(c)), by)
+
+
 def resolve_column(df: pd.DataFrame, name: str) -> str:
     """A group/param column: ``model``, ``config_hash``, ``param.p`` or just ``p``."""
     for cand in (name, f"param.{name}"):

@@ -241,8 +241,9 @@ class Leaderboard:
         """The leaderboard as a pandas DataFrame.
 
         ``filter`` is a condition over column names (``param.p > 0.25`` works as
-        written), parsed and whitelisted by ``filter_expr``, never executed. Only full-fidelity completed rows unless ``include_partial``; then a
-        boolean ``partial`` column flags the others. ``with_paper`` adds the paper's rows.
+        written), parsed and whitelisted by ``filter_expr``, never executed. Only
+        full-fidelity completed rows unless ``include_partial``; then a boolean
+        ``partial`` column flags the others. ``with_paper`` adds the paper's rows.
         """
         from irstdlab.leaderboards import query
 

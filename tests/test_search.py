@@ -47,6 +47,14 @@ def test_quickstart_end_to_end(tmp_path):
                    tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "best full-fidelity trials" in proc.stdout and "val/mAP07" in proc.stdout
+    # the follow-up command the search prints runs as printed, from the same folder
+    import re
+    import shlex
+
+    (follow_up,) = re.findall(r"\((irstdlab leaderboard show [^)]*)\)", proc.stdout)
+    shown = subprocess.run([sys.executable, "-m", "irstdlab.harness.cli", *shlex.split(follow_up)[1:]],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0 and "quickstart" in shown.stdout, shown.stderr
     df = rows(storage, "quickstart")
     assert len(df) == 3 and df["trial_id"].is_unique
     assert set(df["status"]) <= {"completed", "early_stopped"} and "completed" in set(df["status"])
