@@ -78,7 +78,9 @@ def register(subparsers: Any) -> None:
     _selection(p)
     p.add_argument("--format", default="md", choices=("md", "html", "csv", "parquet"))
     p.add_argument("--out", help="output file (md/html print to stdout without it)")
-    p.add_argument("--metric", action="append", help="metric column(s) to show (repeatable; default all)")
+    p.add_argument("--metrics", "--metric", dest="metric", action="append", metavar="M[,M...]",
+                   help="metric columns to show, comma-separated or repeated (default the paper's: "
+                        "mAP07, mAP12, recall07 of the test split, else val)")
     p.add_argument("--group-by", nargs="+", metavar="COL", help="method columns (default model backbone)")
     p.set_defaults(handler=_export)
 
@@ -216,7 +218,8 @@ def _plot(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from irstdlab.leaderboards import export
 
-    result = export.export(_frame(args), args.format, args.out, args.metric, args.group_by)
+    metrics = [m.strip() for arg in args.metric or () for m in arg.split(",") if m.strip()] or None
+    result = export.export(_frame(args), args.format, args.out, metrics, args.group_by)
     if args.out:
         print(args.out)
     else:

@@ -24,24 +24,54 @@ def _method(row: pd.Series, group_by: list[str]) -> str:
     return " / ".join(vals) or "-"
 
 
+PAPER_METRICS = ("mAP07", "mAP12", "recall07")  # the paper's columns, with GMACs and params
+
+
+def default_metrics(df: pd.DataFrame) -> list[str]:
+    """The paper's metric columns on the first split that has them (test, else val)."""
+    def has(col: str) -> bool:
+        return col in df.columns and pd.to_numeric(df[col], errors="coerce").notna().any()
+
+    for split in ("test", "val"):
+        cols = [f"metric.{split}/{m}" for m in PAPER_METRICS if has(f"metric.{split}/{m}")]
+        if cols:
+            return cols
+    return [c for c in query.metric_columns(df) if c.startswith("metric.") and has(c)][:3]
+
+
+def _method_labels(sub: pd.DataFrame, group_by: list[str]) -> list[str]:
+    """One label per configuration: rows that differ only in seed share it, while different
+    configurations of one model get the start of their config hash appended, so they are
+    never averaged together as if they were seeds."""
+    base = [_method(r, group_by) for _, r in sub.iterrows()]
+    if "config_hash" not in sub.columns:
+        return base
+    configs: dict[str, set[str]] = {}
+    for label, h in zip(base, sub["config_hash"]):
+        if isinstance(h, str):
+            configs.setdefault(label, set()).add(h)
+    return [f"{label} [{str(h)[:8]}]" if isinstance(h, str) and len(configs.get(label, ())) > 1 else label
+            for label, h in zip(base, sub["config_hash"])]
+
+
 def paper_table(df: pd.DataFrame, metrics: list[str] | None = None,
                 group_by: list[str] | None = None) -> list[tuple[tuple[str, str], pd.DataFrame]]:
-    """Per (protocol, dataset) block, one row per method with GMACs, params and metrics.
+    """Per (protocol, dataset) block, one row per configuration with GMACs, params and metrics.
 
-    Cells are strings ("0.283" or "0.283 ± 0.004" with n seeds); ``_best`` lists, per
-    metric column, the method(s) holding the best mean (bolded by the renderers).
+    Cells are strings ("0.283" or "0.283 ± 0.004" over n seeds); ``_best`` lists, per
+    metric column, the method(s) holding the best mean (bolded by the renderers). By default
+    the metrics are the paper's (mAP07, mAP12, recall07).
     """
     if not len(df):
-        raise LeaderboardError("export", "no rows to export (check the filter)")
+        raise LeaderboardError("export", "no rows to export (check the selection)")
     group_by = group_by or ["model", "backbone"]
-    metrics = [query.resolve_metric(df, m) for m in metrics] if metrics else [
-        c for c in query.metric_columns(df) if c.startswith("metric.")
-        and pd.to_numeric(df[c], errors="coerce").notna().any()]
+    metrics = [query.resolve_metric(df, m) for m in metrics] if metrics else default_metrics(df)
     out = []
     for key, sub in query.blocks(df):
-        sub = sub.assign(_method=[_method(r, group_by) for _, r in sub.iterrows()])
+        sub = sub.assign(_method=_method_labels(sub, group_by))
         first = {m: i for i, m in enumerate(dict.fromkeys(sub.sort_values(["source", "trial_id"])["_method"]))}
-        cols = [c for c in ("gmacs", "params_m") if pd.to_numeric(sub[c], errors="coerce").notna().any()]
+        cols = [c for c in ("gmacs", "params_m") if c in sub.columns
+                and pd.to_numeric(sub[c], errors="coerce").notna().any()]
         cols += [m for m in metrics if pd.to_numeric(sub[m], errors="coerce").notna().any()]
         agg = sub.groupby("_method", sort=False)[cols].agg(lambda s: list(pd.to_numeric(s, errors="coerce").dropna()))
         table = pd.DataFrame(index=agg.index)
@@ -49,7 +79,7 @@ def paper_table(df: pd.DataFrame, metrics: list[str] | None = None,
         for c in cols:
             means[c] = [np.mean(v) if v else np.nan for v in agg[c]]
             table[c] = [_cell(v) for v in agg[c]]
-        table["seeds"] = sub.groupby("_method", sort=False).size().reindex(agg.index).astype(int)
+        table["seeds"] = [_seed_count(sub[sub["_method"] == m]) for m in agg.index]
         table.attrs["best"] = {}
         for c in cols:
             if c in ("gmacs", "params_m") or means[c].isna().all():
@@ -57,10 +87,20 @@ def paper_table(df: pd.DataFrame, metrics: list[str] | None = None,
             best = means[c].max() if query.higher_is_better(c) else means[c].min()
             table.attrs["best"][c] = set(means.index[np.isclose(means[c], best, rtol=0, atol=1e-12)])
         main = next((c for c in cols if c.startswith("metric.")), None)
-        order = sorted(table.index, key=lambda m: (not m.endswith("]"), first.get(m, 0) if m.endswith("]")
+        paper = set(sub.loc[sub["source"] != "run", "_method"]) if "source" in sub.columns else set()
+        # the paper's rows first, in their table order; then runs, best mean first
+        order = sorted(table.index, key=lambda m: (m not in paper, first.get(m, 0) if m in paper
                                                    else -(means.loc[m, main] if main else 0)))
         out.append((key, table.loc[order]))
     return out
+
+
+def _seed_count(rows: pd.DataFrame) -> int:
+    """n = distinct seeds; a row without a seed (a paper row) counts once."""
+    if "seed" not in rows.columns:
+        return len(rows)
+    seeds = pd.to_numeric(rows["seed"], errors="coerce")
+    return int(seeds.dropna().nunique() + seeds.isna().sum())
 
 
 def _cell(v: list[float]) -> str:
