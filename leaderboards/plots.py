@@ -113,9 +113,10 @@ def plot_pareto(df: pd.DataFrame, out: str | Path, metric: str | None = None) ->
                 ax.annotate(_label(sub.iloc[i]), (x[i], y[i]), fontsize=7, xytext=(3, 3),
                             textcoords="offset points")
             drawn += 1
-        ax.set_xscale("log")
-        ax.set_xlabel(xlabel + " (log)")
+        log = _cost_axis(ax, pd.to_numeric(df[cost_col], errors="coerce").to_numpy(dtype=float))
+        ax.set_xlabel(xlabel + (" (log)" if log else ""))
         ax.set_ylabel(_short(metric))
+        ax.margins(x=0.08, y=0.1)  # markers and the circled front stay inside the axes
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8, loc="lower right")
@@ -125,37 +126,65 @@ def plot_pareto(df: pd.DataFrame, out: str | Path, metric: str | None = None) ->
     return _save(fig, out)
 
 
+def _cost_axis(ax, cost: np.ndarray) -> bool:
+    """A log cost axis only when the costs span more than a decade; plain numbers as tick labels
+    either way (matplotlib's default log labels read like '1.134x10^1' inside one decade)."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    cost = cost[np.isfinite(cost) & (cost > 0)]
+    log = bool(len(cost) > 1 and cost.max() / cost.min() > 10)
+    if log:
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    return log
+
+
 def _paper_metric(metric: str) -> str:
     leaf = metric.rsplit("/", 1)[-1].split(".", 1)[-1]
     return f"metric.test/{leaf}"
 
 
+PAPER_BLOCK = ("reference", "densesirst")  # the protocol and data set of the paper's tables
+
+
 def plot_ablation(df: pd.DataFrame, out: str | Path, param: str, metric: str | None = None,
                   paper: pd.DataFrame | None = None) -> Path:
-    """Metric against one searched parameter: each run, the per-value mean with its CI,
-    and the paper's values for the same axis when the paper ablated it."""
+    """Metric against one searched parameter: each run, the per-value mean with its CI, and the
+    paper's values for the same axis when the paper ablated it. One panel per (protocol, data set):
+    the paper's values (DenseSIRST, reference protocol) never share axes with other runs."""
     leaf = param.split(".")[-1]
     col = next((c for c in (param, f"param.{param}") if c in df.columns), None)
-    have_runs = col is not None and len(df) > 0
+    have_runs = col is not None and len(df) > 0 and df[col].notna().any()
     metric = query.resolve_metric(df, metric) if have_runs else (metric or "metric.test/mAP07")
     prow = pd.DataFrame()
     if paper is not None and f"param.{leaf}" in paper.columns and _paper_metric(metric) in paper.columns:
         prow = paper[paper[f"param.{leaf}"].notna()]
     if not have_runs and not len(prow):
         raise LeaderboardError(param, "no such parameter in the runs or the paper's tables")
-    values = []
+    panels: dict[tuple[str, str], pd.DataFrame] = {}
     if have_runs:
-        values += list(df[col].dropna().unique())
+        panels.update({key: sub[sub[col].notna()] for key, sub in query.blocks(df[df[col].notna()])})
+    if len(prow):
+        panels.setdefault(PAPER_BLOCK, df.iloc[0:0])
+    fig, axes = _figure(7.5 * len(panels), 4.8, len(panels))
+    for ax, (key, runs) in zip(axes, sorted(panels.items())):
+        _ablation_panel(ax, runs, col, metric, prow if key == PAPER_BLOCK else pd.DataFrame(), leaf)
+        ax.set_xlabel(param)
+        ax.set_title(f"{key[0]} / {key[1]}: {_short(metric)} vs {param}")
+    return _save(fig, out)
+
+
+def _ablation_panel(ax, runs: pd.DataFrame, col: str | None, metric: str, prow: pd.DataFrame, leaf: str) -> None:
+    values = list(runs[col].unique()) if col is not None and len(runs) else []
     if len(prow):
         values += list(prow[f"param.{leaf}"].unique())
     numeric = all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) for v in values)
     cats = sorted({str(v) for v in values}) if not numeric else []
     xpos = (lambda v: float(v)) if numeric else (lambda v: float(cats.index(str(v))))
-    fig, (ax,) = _figure(7.5, 4.8)
-    if have_runs:
-        sub = df[df[col].notna()]
-        y = pd.to_numeric(sub[metric], errors="coerce").to_numpy(dtype=float)
-        x = np.array([xpos(v) for v in sub[col]])
+    if len(runs):
+        y = pd.to_numeric(runs[metric], errors="coerce").to_numpy(dtype=float)
+        x = np.array([xpos(v) for v in runs[col]])
         ax.scatter(x, y, s=14, alpha=0.35, color="tab:blue", label="runs")
         groups = sorted({xv for xv in x})
         vecs = [y[(x == g) & np.isfinite(y)] for g in groups]
@@ -165,21 +194,19 @@ def plot_ablation(df: pd.DataFrame, out: str | Path, param: str, metric: str | N
             m = vecs[i].mean()
             err = [[m - lo], [hi - m]] if np.isfinite(lo) else None
             ax.errorbar([groups[i]], [m], yerr=err, fmt="o", color="tab:blue", capsize=4, ms=7)
-    if len(prow):
-        for n, (source, tab) in enumerate(prow.groupby("source", sort=True)):
-            x = np.array([xpos(v) for v in tab[f"param.{leaf}"]])
-            y = tab[_paper_metric(metric)].to_numpy(dtype=float)
-            order = np.argsort(x)
-            ax.plot(x[order], y[order], "D--", color=f"C{n + 1}", ms=7, label=f"paper {source.split(':')[-1]}")
+    for n, (source, tab) in enumerate(prow.groupby("source", sort=True) if len(prow) else ()):
+        x = np.array([xpos(v) for v in tab[f"param.{leaf}"]])
+        y = tab[_paper_metric(metric)].to_numpy(dtype=float)
+        order = np.argsort(x)
+        ax.plot(x[order], y[order], "D--", color=f"C{n + 1}", ms=7, label=f"paper {source.split(':')[-1]}")
     if not numeric:
         ax.set_xticks(range(len(cats)), cats, rotation=20)
-    ax.set_xlabel(param)
     paper_note = len(prow) and _paper_metric(metric) != metric
     ax.set_ylabel(_short(metric) + (f"  (paper: {_short(_paper_metric(metric))})" if paper_note else ""))
-    ax.set_title(f"ablation: {_short(metric)} vs {param}")
+    ax.margins(y=0.1)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return _save(fig, out)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
 
 
 def plot_pr(df: pd.DataFrame, out: str | Path, metric: str | None = None, top: int = 5) -> Path:
