@@ -197,11 +197,12 @@ def _tuner(space: SearchSpace, opts: SearchOptions, name: str, storage: str, pla
         scheduler = PersistentASHA(
             str(search_dir / ASHA_FILE), time_attr="epoch", metric=space.metric, mode=space.mode,
             max_t=space.budget.max_epochs, grace_period=space.budget.grace_period,
-            reduction_factor=space.budget.reduction_factor)
+            reduction_factor=space.budget.reduction_factor, tie_tolerance=space.budget.tie_tolerance)
+    asha_state = str(search_dir / ASHA_FILE) if scheduler is not None else None
     callbacks = [
         LeaderboardCallback(name, space, str(Path(storage) / "leaderboard"), str(search_dir / JOURNAL_FILE),
-                            study_name(name, space)),
-        ProgressCallback(space.metric, space.budget.max_epochs),
+                            study_name(name, space), asha_state),
+        ProgressCallback(space.metric, space.budget.max_epochs, asha_state=asha_state),
     ]
     return tune.Tuner(
         _trainable(ctx),

@@ -61,8 +61,9 @@ class LeaderboardCallback(Callback):
     """One row per ended trial; also the Optuna journal mirror."""
 
     def __init__(self, search: str, space: SearchSpace, leaderboard_dir: str, journal_path: str,
-                 study_name: str) -> None:
+                 study_name: str, asha_state_path: str | None = None) -> None:
         self.search = search
+        self.asha_state_path = asha_state_path
         self.space = space
         self.leaderboard_dir = leaderboard_dir
         self.journal_path = journal_path
@@ -116,6 +117,9 @@ class LeaderboardCallback(Callback):
         total = _finite(result.get("time_total_s")) or 0.0
         ended = _finite(result.get("timestamp"))
         all_params = {p.path: params.get(p.path) for p in self.space.parameters}  # null when inactive
+        decisions = rung_decisions(self.asha_state_path, trial.trial_id)
+        stopped = [d for d in decisions if d.get("decision") == "stopped"]
+        ties = [describe_decision(d, self.space.metric) for d in decisions if d.get("decision") == "tie_continued"]
         checkpoint = result.get("checkpoint_path")
         if checkpoint is None and getattr(trial, "checkpoint", None) is not None:
             checkpoint = trial.checkpoint.path
@@ -129,7 +133,10 @@ class LeaderboardCallback(Callback):
             "metrics": metrics, "best": best,
             "model": cfg.model.name, "backbone": cfg.model.backbone, "dataset": cfg.data.dataset,
             "split": "val", "protocol": cfg.data.protocol, "source": "run",
-            "note": f"selection={cfg.data.selection} backend={result.get('backend', '?')} objective={metric_name}",
+            "note": "; ".join([f"selection={cfg.data.selection} backend={result.get('backend', '?')} "
+                               f"objective={metric_name}", *ties]),
+            "stop_reason": describe_decision(stopped[-1], self.space.metric)
+            if stopped and status == "early_stopped" else None,
             "gmacs": _finite(result.get("gmacs")), "params_m": _finite(result.get("params_m")),
             "wall_time_s": total, "hardware": result.get("hardware"),
             "started_at": None if ended is None else ended - total, "ended_at": ended,
@@ -209,11 +216,21 @@ def _error_reason(trial: Any) -> str:
 
 
 class PersistentASHA(ASHAScheduler):
-    """ASHA whose rungs survive ``Tuner.restore`` (saved as JSON after every decision)."""
+    """ASHA whose rungs survive ``Tuner.restore`` (saved as JSON after every decision), and that
+    does not stop a trial on noise.
 
-    def __init__(self, state_path: str, **kwargs: Any) -> None:
+    Early in training every trial of a small search can sit at the same value (val mAP07 is about 0
+    for all of them after one epoch of quickstart), and plain ASHA then cuts at a percentile of
+    noise. When all values compared at a rung, the new one included, lie within ``tie_tolerance``
+    (in metric units) of each other, the trial continues. Every stop and every such continuation is
+    recorded with its rung, value and cut-off, so the live table and the leaderboard row say why.
+    """
+
+    def __init__(self, state_path: str, tie_tolerance: float = 0.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.state_path = state_path
+        self.tie_tolerance = float(tie_tolerance)
+        self.decisions: dict[str, list[dict[str, Any]]] = {}  # trial_id -> rung decisions, in order
         self._loaded = False  # the copy pickled into tuner.pkl at start has not loaded yet
 
     def _ensure_loaded(self) -> None:
@@ -228,11 +245,12 @@ class PersistentASHA(ASHAScheduler):
             saved = {int(m): rec for m, rec in rungs}
             bracket._rungs = [(m, {**recorded, **saved.get(int(m), {})}) for m, recorded in bracket._rungs]
         self._num_stopped = int(state.get("num_stopped", 0))
+        self.decisions.update(state.get("decisions", {}))
 
     def rung_state(self) -> dict[str, Any]:
         return {"brackets": [[[int(m), {t: float(v) for t, v in rec.items()}] for m, rec in b._rungs]
                              for b in self._brackets],
-                "num_stopped": int(self._num_stopped),
+                "num_stopped": int(self._num_stopped), "decisions": self.decisions,
                 "written_at": dt.datetime.now(dt.timezone.utc).isoformat()}
 
     def _save(self) -> None:
@@ -242,9 +260,38 @@ class PersistentASHA(ASHAScheduler):
         self._ensure_loaded()
         super().on_trial_add(tune_controller, trial)
 
+    def _rung_due(self, trial: Any, result: dict) -> tuple[int, float | None] | None:
+        """The rung this result is compared at (the bracket's own rule), with its cut-off before the
+        result is recorded; None when no rung is due or the trial is at its last epoch."""
+        if self._time_attr not in result or self._metric not in result:
+            return None
+        if result[self._time_attr] >= self._max_t and self._stop_last_trials:
+            return None
+        bracket = self._trial_info.get(trial.trial_id)
+        for milestone, recorded in getattr(bracket, "_rungs", ()):
+            if result[self._time_attr] >= milestone and trial.trial_id not in recorded:
+                return int(milestone), bracket.cutoff(recorded)
+        return None
+
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
         self._ensure_loaded()
+        due = self._rung_due(trial, result)
         decision = super().on_trial_result(tune_controller, trial, result)
+        if due is not None:
+            milestone, cutoff = due
+            recorded = next(rec for m, rec in self._trial_info[trial.trial_id]._rungs if int(m) == milestone)
+            compared = [float(v) for v in recorded.values() if math.isfinite(float(v))]
+            spread = max(compared) - min(compared) if compared else 0.0
+            value = float(result[self._metric])
+            record = {"rung": milestone, "value": value, "compared": len(compared), "spread": spread,
+                      "cutoff": None if cutoff is None else float(self._metric_op * cutoff)}
+            if decision == self.STOP and spread <= self.tie_tolerance:
+                decision = self.CONTINUE  # every compared value is within noise of the others
+                self._num_stopped -= 1
+                record["decision"] = "tie_continued"
+            else:
+                record["decision"] = "stopped" if decision == self.STOP else "continued"
+            self.decisions.setdefault(trial.trial_id, []).append(record)
         self._save()
         return decision
 
@@ -257,4 +304,27 @@ class PersistentASHA(ASHAScheduler):
         self._trial_info.pop(trial.trial_id, None)
 
 
-__all__ = ["FINAL_STATUSES", "LeaderboardCallback", "PersistentASHA", "open_journal_study"]
+def rung_decisions(state_path: str | None, trial_id: str) -> list[dict[str, Any]]:
+    """The scheduler's recorded rung decisions for one trial (read back from its state file, which
+    the scheduler writes before Tune's callbacks see the same result)."""
+    if not state_path:
+        return []
+    try:
+        return list(json.loads(Path(state_path).read_text()).get("decisions", {}).get(trial_id, []))
+    except (OSError, ValueError, AttributeError):
+        return []
+
+
+def describe_decision(record: dict[str, Any], metric: str) -> str:
+    """One line: why ASHA stopped a trial at a rung, or why it let a tie continue."""
+    cutoff = record.get("cutoff")
+    cut = "no cut-off yet" if cutoff is None else f"cut-off {cutoff:.4f}"
+    if record.get("decision") == "tie_continued":
+        return (f"rung epoch {record['rung']}: {metric} {record['value']:.4f}, {cut}; all {record['compared']} "
+                f"compared values within {record['spread']:.4f} of each other (a tie), so it continued")
+    verb = "stopped" if record.get("decision") == "stopped" else "passed"
+    return f"{verb} at rung epoch {record['rung']}: {metric} {record['value']:.4f} vs {cut}"
+
+
+__all__ = ["FINAL_STATUSES", "LeaderboardCallback", "PersistentASHA", "describe_decision", "open_journal_study",
+           "rung_decisions"]

@@ -12,6 +12,7 @@ from typing import Any
 
 from ray.tune import Callback
 
+from irstdlab.harness.search_callbacks import describe_decision, rung_decisions
 from irstdlab.harness.search_trainable import FAILURE_KEY, split_config
 
 
@@ -28,8 +29,10 @@ def _fmt_metric(value: Any) -> str:
 
 
 class ProgressCallback(Callback):
-    def __init__(self, metric: str, max_epochs: int, width: int = 60) -> None:
+    def __init__(self, metric: str, max_epochs: int, width: int = 60, asha_state: str | None = None) -> None:
         self.metric = metric
+        self.asha_state = asha_state
+        self.explained: dict[str, int] = {}  # trial_id -> rung decisions already printed
         self.max_epochs = max_epochs
         self.width = width
         self.header_done = False
@@ -53,6 +56,15 @@ class ProgressCallback(Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         self._line(trial, "failed" if result.get(FAILURE_KEY) else "running", result)
+        self._explain(trial)
+
+    def _explain(self, trial: Any) -> None:
+        """Under a trial's line: why ASHA stopped it, or let a tie continue (new decisions only)."""
+        decisions = rung_decisions(self.asha_state, trial.trial_id)
+        for record in decisions[self.explained.get(trial.trial_id, 0):]:
+            if record.get("decision") in ("stopped", "tie_continued"):
+                print(f"{'':<18}  ASHA {describe_decision(record, self.metric)}", flush=True)
+        self.explained[trial.trial_id] = len(decisions)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         result = trial.last_result or {}

@@ -41,6 +41,7 @@ CORE_FIELDS: tuple[pa.Field, ...] = (
     pa.field("seed", pa.int64()),
     pa.field("status", pa.string(), nullable=False),
     pa.field("failure_reason", pa.string()),
+    pa.field("stop_reason", pa.string()),
     pa.field("epochs_completed", pa.int64()),
     pa.field("max_epochs", pa.int64()),
     pa.field("fidelity", pa.float64()),

@@ -51,7 +51,7 @@ DISTRIBUTIONS = ("choice", "uniform", "loguniform", "int")
 SAMPLERS = ("optuna", "random", "grid")
 TOP_KEYS = ("name", "description", "base", "preset", "config", "overrides", "parameters", "objective",
             "budget", "seeds", "sampler", "searcher_seed")
-BUDGET_KEYS = ("num_samples", "max_epochs", "grace_period", "reduction_factor")
+BUDGET_KEYS = ("num_samples", "max_epochs", "grace_period", "reduction_factor", "tie_tolerance")
 
 
 # ----------------------------------------------------------------------------------------- loading
@@ -203,11 +203,17 @@ def _positive_int(value: Any, key: str, err: _Errors, minimum: int = 1) -> int:
 
 def _budget(raw: Any, err: _Errors) -> Budget:
     if not isinstance(raw, dict):
-        raise err("budget", "expected a mapping (num_samples, max_epochs, grace_period, reduction_factor)")
+        raise err("budget", f"expected a mapping ({', '.join(BUDGET_KEYS)})")
     for key in raw:
         if key not in BUDGET_KEYS:
             raise err(f"budget/{key}", f"unknown key; valid keys are {', '.join(BUDGET_KEYS)}")
-    values = {k: _positive_int(v, f"budget/{k}", err, 2 if k == "reduction_factor" else 1) for k, v in raw.items()}
+    values: dict[str, Any] = {k: _positive_int(v, f"budget/{k}", err, 2 if k == "reduction_factor" else 1)
+                              for k, v in raw.items() if k != "tie_tolerance"}
+    if "tie_tolerance" in raw:
+        tol = raw["tie_tolerance"]
+        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 <= tol < float("inf"):
+            raise err("budget/tie_tolerance", f"expected a finite number >= 0, got {tol!r}")
+        values["tie_tolerance"] = float(tol)
     budget = Budget(**values)
     if budget.grace_period > budget.max_epochs:
         raise err("budget/grace_period", f"{budget.grace_period} is more than max_epochs {budget.max_epochs}")

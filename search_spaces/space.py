@@ -75,6 +75,9 @@ class Budget:
     max_epochs: int = 3  # full fidelity; sets schedule.epochs
     grace_period: int = 1  # ASHA: epochs before the first cut
     reduction_factor: int = 2
+    # ASHA does not stop a trial when every value compared at its rung lies within this distance
+    # of the others (metric units): such a cut would be decided by noise.
+    tie_tolerance: float = 0.01
 
 
 class DefineByRun:
