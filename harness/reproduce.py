@@ -120,11 +120,11 @@ def plan_of(space: SearchSpace, table: str | None = None) -> Plan:
         match = item.get("match", "exact")
         if match not in MATCHES:
             raise ConfigError(f"{where}.match: {match!r} is not one of {', '.join(MATCHES)}")
-        rows.append(TableRow(str(item["label"]), dict(item["params"]), _paper_values(item.get("paper"), f"{where}.paper"),
-                             match, str(item.get("note") or "")))
+        paper = _paper_values(item.get("paper"), f"{where}.paper")
+        rows.append(TableRow(str(item["label"]), dict(item["params"]), paper, match, str(item.get("note") or "")))
     missing = grid - seen
     if missing:
-        raise ConfigError(f"{src}: reproduce.rows: grid point {sorted(missing)[0]} has no row")
+        raise ConfigError(f"{src}: reproduce.rows: grid point {min(missing)} has no row")
     others = []
     for i, item in enumerate(section.get("not_reproduced") or []):
         where = f"{src}: reproduce.not_reproduced[{i}]"
@@ -213,8 +213,9 @@ def plan_dict(plan: Plan, trials: int, estimate: dict[str, Any] | None) -> dict[
 
 
 def format_plan(plan: Plan, trials: int, estimate: dict[str, Any] | None) -> str:
-    lines = [f"Table {plan.table}: {len(plan.rows)} rows x {plan.space.seeds} seeds = {trials} trials "
-             f"({plan.space.source}, base {plan.space.base})"]
+    title = (f"Table {plan.table}: {len(plan.rows)} rows x {plan.space.seeds} seeds = {trials} trials "
+             f"({plan.space.source}, base {plan.space.base})")
+    lines = [title]
     for r in plan.rows:
         paper = " ".join(f"{k}={v:.3f}" for k, v in r.paper.items())
         lines.append(f"  {r.label:28s} {r.match:11s} {_point_key(r.params)}  paper: {paper}")
@@ -250,7 +251,7 @@ def side_by_side(plan: Plan, df: Any, confidence: float = 0.95) -> list[dict[str
             metric = f"metric.{PAPER_METRICS[column]}"
             values = mine[metric].dropna().to_numpy(dtype=float) if len(mine) and metric in mine else []
             entry: dict[str, Any] = {"label": row.label, "match": row.match, "column": column, "paper": paper,
-                                     "n": int(len(values)), "mean": None, "ci_low": None, "ci_high": None,
+                                     "n": len(values), "mean": None, "ci_low": None, "ci_high": None,
                                      "diff": None, "inside": None}
             if len(values):
                 (lo, hi, _), = bootstrap_ci([values], confidence=confidence)
@@ -282,6 +283,20 @@ def format_side_by_side(plan: Plan, entries: list[dict[str, Any]], confidence: f
     return "\n".join(lines)
 
 
-__all__ = ["PAPER_METRICS", "Plan", "TABLES", "TableRow", "Unreproduced", "estimate_gpu_hours", "format_plan",
-           "format_side_by_side", "measured_throughput", "plan_dict", "plan_of", "side_by_side", "space_name",
-           "table_name", "train_images_per_trial"]
+__all__ = [
+    "PAPER_METRICS",
+    "TABLES",
+    "Plan",
+    "TableRow",
+    "Unreproduced",
+    "estimate_gpu_hours",
+    "format_plan",
+    "format_side_by_side",
+    "measured_throughput",
+    "plan_dict",
+    "plan_of",
+    "side_by_side",
+    "space_name",
+    "table_name",
+    "train_images_per_trial",
+]

@@ -228,7 +228,8 @@ def test_side_by_side_reports_mean_interval_difference_and_coverage():
     records = []
     for sel, vals in values.items():
         for seed, v in enumerate(vals):
-            records.append({"status": "completed", "params_json": json.dumps({"model.selection": sel, "train.seed": seed}),
+            params = json.dumps({"model.selection": sel, "train.seed": seed})
+            records.append({"status": "completed", "params_json": params,
                             "metric.test/mAP07": v, "metric.test/mAP12": v - 0.05, "metric.test/recall": 0.3})
     records.append({"status": "failed", "params_json": json.dumps({"model.selection": "dynamic", "train.seed": 1}),
                     "metric.test/mAP07": 0.99, "metric.test/mAP12": 0.99, "metric.test/recall": 0.99})
