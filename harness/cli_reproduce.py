@@ -28,8 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Run the grid search space search_spaces/reproduce_table_<TABLE>.yaml (each table on its own "
                     "base; every row x 3 seeds, full fidelity: --scheduler none by default) through the normal "
                     "search machinery, then print per row the paper's value, our mean and 95 percent CI over "
-                    "seeds, the difference and whether the paper's value lies inside our interval. Takes every option of "
-                    "`irstdlab search`; --resume --name NAME continues an interrupted run.")
+                    "seeds, the difference and whether the paper's value lies inside our interval. Takes every "
+                    "option of `irstdlab search`; --resume --name NAME continues an interrupted run.")
     p.add_argument("table", metavar="TABLE", help="II, III, IV, V, VI, VII, VIII or IX (any case)")
     _search_options(p)
     p.add_argument("--json", action="store_true",
