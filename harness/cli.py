@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "irstdlab.harness.cli_models",
     "irstdlab.harness.cli_train",
     "irstdlab.harness.cli_search",
+    "irstdlab.harness.cli_reproduce",
     "irstdlab.harness.cli_leaderboard",
 )
 

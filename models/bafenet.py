@@ -10,9 +10,11 @@ Per level (every module shared across levels, as in the reference ``FCOSChangerS
 
 Every ablation axis of the paper is a ``ModelConfig`` field: ``seg_head`` (off = the plain
 FCOS host), ``exchange``, ``selection`` (incl. the trainable ``dynamic_st``), ``p``,
-``adapter``/``adapter_hidden``, ``lsk_module``, ``backbone``. ``seg_head=False`` builds the
-plain FCOS host and ignores the other BAFE fields. With ``exchange='none'`` the
-conv-BN-ReLU blocks stay (they belong to the BAFE head in both code versions).
+``adapter``/``adapter_hidden`` (``elementwise`` = the old head's scalar MLP), ``lsk_module``,
+``conv_bn_blocks``, ``backbone``; ``exchange.OLD_HEAD`` names the pre-Aug-2024 head as
+values. ``seg_head=False`` builds the plain FCOS host and ignores the other BAFE fields.
+With ``exchange='none'`` the conv-BN-ReLU blocks stay (they belong to the BAFE head in both
+code versions) unless ``conv_bn_blocks=False`` (the reference's seg-head-only FCOSSegHead).
 
 Deliberately *not* copied: the reference head defines ten modules it never runs (850,339
 parameters: conv_squeeze_tgt/bg, conv_mix, conv_reduce, gen_weight, fusion_conv, convs_reg,
@@ -62,8 +64,9 @@ class BAFEHead(FCOSHead):
             raise ValueError(f"model.head_width: BAFE-Net needs at least 2 channels, got {feat}")
         self.seg_tower = conv_tower(in_channels, cfg.head_width, cfg.head_depth, cfg.norm_groups)
         self.lsk = LSKModule(feat) if cfg.lsk_module else None
-        self.convs_seg = conv_bn_relu_block(feat)
-        self.convs_cls = conv_bn_relu_block(feat)
+        # Table IV's segmentation-head variant (the reference FCOSSegHead + exchange) has no conv-BN blocks
+        self.convs_seg = conv_bn_relu_block(feat) if cfg.conv_bn_blocks else nn.Identity()
+        self.convs_cls = conv_bn_relu_block(feat) if cfg.conv_bn_blocks else nn.Identity()
         self.exchange = Exchange(cfg.exchange, feat, cfg.p, cfg.selection, cfg.adapter, cfg.adapter_hidden)
         self.conv_seg = nn.Conv2d(feat, 1, 3, padding=1)
         self.init_weights()  # N(0, 0.01) on every conv of the head, LSK and exchange included

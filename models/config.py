@@ -86,9 +86,10 @@ class ModelConfig:
     exchange: Literal["channel", "none", "spatial", "channel+spatial", "spatial+channel"] = "channel"
     selection: Literal["dynamic", "random", "fixed", "dynamic_st"] = "dynamic"
     p: float = 0.5
-    adapter: Literal["mlp", "none"] = "mlp"
+    adapter: Literal["mlp", "none", "elementwise"] = "mlp"  # elementwise: the old head's scalar 1->h->1 MLP
     adapter_hidden: int = 64
     lsk_module: bool = True
+    conv_bn_blocks: bool = True  # the conv-BN-ReLU blocks before the exchange (false: Table IV's seg-head variant)
     seg_loss_weight: float = 1.0
     # --- OSCAR ---
     cls_loss_weight: float = 1.0  # OSCAR: 2.0 on both focal losses

@@ -10,6 +10,9 @@ see BAFE_REFERENCE §3.3) unless a docstring says otherwise:
   picks K = round(C*p) channels, sorted ascending; the receiving task's k-th picked channel
   is overwritten by the adapted k-th picked channel of the other task.
 * ``SpatialExchange``: the pre-Aug-2024 code's column swap (every 1/p-th column).
+* ``ElementwiseAdapter`` (``adapter='elementwise'``): the pre-Aug-2024 adapter, one scalar
+  1->h->1 MLP applied to every exchanged element on its own (the "v2024-old" head of the
+  reference commit before 73066c8, which Tables IV-VI used; see ``OLD_HEAD`` below).
 
 Tensors are (B, C, H, W); x1 = segmentation features, x2 = classification features.
 """
@@ -23,7 +26,12 @@ from torch import Tensor, nn
 
 SELECTIONS = ("dynamic", "dynamic_st", "random", "fixed")
 EXCHANGES = ("none", "channel", "spatial", "channel+spatial", "spatial+channel")
-ADAPTERS = ("mlp", "none")
+ADAPTERS = ("mlp", "elementwise", "none")
+
+# The head before the reference commit that introduced dynamic top-K and the LSK module
+# (GrokCV/BAFE-Net 73066c8^: fcos_changer_seg_head.py): fixed c % 2 channels, a scalar
+# 1->64->1 MLP on every element, no LSK module, conv-BN blocks kept. As ModelConfig values.
+OLD_HEAD = {"lsk_module": False, "selection": "fixed", "adapter": "elementwise", "conv_bn_blocks": True}
 
 
 def num_exchanged(channels: int, p: float) -> int:
@@ -152,9 +160,30 @@ class Adapter(nn.Module):
         return self.fc2(self.act(self.fc1(x.movedim(1, -1)))).movedim(-1, 1)
 
 
+class ElementwiseAdapter(nn.Module):
+    """One scalar MLP (Linear(1, h)-ReLU-Linear(h, 1)) applied to every element on its own.
+
+    The old head's adapter: an output element depends only on the same input element, so it
+    mixes neither channels nor pixels. Its hidden activation is h times the exchanged tensor
+    (64x for Table V's 64), which is why the released head moved to a per-pixel channel MLP."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        if hidden < 1:
+            raise ValueError(f"adapter_hidden must be >= 1, got {hidden}")
+        self.fc1 = nn.Linear(1, hidden)
+        self.act = nn.ReLU()
+        self.fc2 = nn.Linear(hidden, 1)
+
+    def forward(self, x: Tensor) -> Tensor:  # any shape -> the same shape
+        return self.fc2(self.act(self.fc1(x.unsqueeze(-1)))).squeeze(-1)
+
+
 def _build_adapter(kind: str, channels: int, hidden: int) -> nn.Module:
     if kind not in ADAPTERS:
         raise ValueError(f"adapter must be one of {ADAPTERS}, got {kind!r}")
+    if kind == "elementwise":
+        return ElementwiseAdapter(hidden)
     return Adapter(channels, hidden) if kind == "mlp" else nn.Identity()
 
 
@@ -207,9 +236,10 @@ class SpatialExchange(nn.Module):
     """Swap every 1/p-th column (w % 2 == 0 for p = 1/2) between the tasks.
 
     The pre-Aug-2024 code (Table VI "Spatial") adapted each swapped *element* with a scalar
-    1->64->1 MLP. We adapt the swapped *pixels* with the same per-pixel channel MLP as the
-    channel exchange (C->hidden->C): equal MACs for C = 256, hidden 64, but a hidden
-    activation of C/4 instead of 64x the feature map, and one adapter design for both.
+    1->64->1 MLP: ``adapter='elementwise'`` does exactly that. With ``adapter='mlp'`` the swapped
+    *pixels* go through the same per-pixel channel MLP as the channel exchange (C->hidden->C):
+    equal MACs for C = 256, hidden 64, but a hidden activation of C/4 instead of 64x the feature
+    map.
     """
 
     def __init__(self, channels: int, p: float = 0.5, adapter: str = "mlp", adapter_hidden: int = 64) -> None:

@@ -50,7 +50,7 @@ from irstdlab.search_spaces.space import (  # noqa: F401  (re-exported: the load
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "int")
 SAMPLERS = ("optuna", "random", "grid")
 TOP_KEYS = ("name", "description", "base", "preset", "config", "overrides", "parameters", "objective",
-            "budget", "seeds", "sampler", "searcher_seed")
+            "budget", "seeds", "sampler", "searcher_seed", "reproduce")  # reproduce: harness/reproduce.py
 BUDGET_KEYS = ("num_samples", "max_epochs", "grace_period", "reduction_factor", "tie_tolerance")
 
 
