@@ -29,7 +29,7 @@ Where we deliberately differ from the released code (and why):
   leaves the sky; we skip that target instead (an invariant is worth more than a count).
 * The code re-derives all original boxes from integer masks after a paste, which snaps
   them to integers: ``floor`` of every coordinate, and a box whose floored width or height
-  is 0 is dropped (BAFE_REFERENCE §2.2 item 8). ``snap_gt=True`` does exactly that to the
+  is 0 is dropped (GrokCV/BAFE-Net deepir/datasets/transforms/transforms.py). ``snap_gt=True`` does exactly that to the
   existing boxes whenever at least one target was pasted (the reference recipe's presets turn
   it on); by default existing boxes stay as they were, since flooring moves a 3 px box by up
   to a pixel, a third of its size.

@@ -1,7 +1,8 @@
 """VOC average precision (mAP07 / mAP12 / mAP75) and recall, with mmdetection's semantics.
 
 The named metrics (``VOC_METRICS``): ``mAP07`` = 11-point AP at IoU 0.5 and ``mAP12`` = area
-AP at IoU 0.5, as the released BAFE-Net code computes both (BAFE_REFERENCE §5.1); the paper's
+AP at IoU 0.5, as the released BAFE-Net code computes both (mmdet's VOCMetric with
+its default iou_thrs, GrokCV/BAFE-Net configs/detection/_base_/datasets/*.py); the paper's
 text defines mAP12 at IoU 0.75, which is reported separately as ``mAP75`` (area AP at IoU
 0.75), so both readings of the paper's tables are available.
 

@@ -22,7 +22,8 @@ MAX_LEVELS = 5  # P3..P7
 # out gets the detector's own value rather than the FCOS reference default (applied by
 # ``with_model_defaults``, used by ``ModelConfig.from_dict`` and the trial config loader).
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
-    # The released BAFE-Net neck: FPN num_outs=3 over C3-C5, no extra levels (BAFE_REFERENCE §3.1),
+    # The released BAFE-Net neck: FPN num_outs=3 over C3-C5, no extra levels
+    # (GrokCV/BAFE-Net configs/detection/fcos_changer_seg/fcos_changer_seg_r50-caffe_fpn_gn-head_1x_densesirst.py),
     # so `models info bafenet --backbone resnet50` counts the 34.73 M of the reference's used modules.
     "bafenet": {"num_levels": 3},
     # ODI's released OSCAR (OSCAR_LSKNET_SIRSTV2_REFERENCE §2): FlexResNet-18 deep stem from
