@@ -23,10 +23,10 @@ import argparse
 import json
 import platform
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
-
 from irstdlab.harness.config import load_config
 from irstdlab.models import build
 
@@ -111,7 +111,6 @@ def measure(name: str, precision: str, args: argparse.Namespace, device: torch.d
     if device.type == "cuda":
         row["peak_mem_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
         torch.cuda.reset_peak_memory_stats(device)
-    del model, optimizer
     return row
 
 

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
 from irstdlab.datasets.bagcp import BagCP, BagCPConfig, snap_boxes
 from irstdlab.datasets.build import build_datasets
 from irstdlab.datasets.sample import Sample
