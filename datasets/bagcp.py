@@ -27,8 +27,12 @@ Where we deliberately differ from the released code (and why):
   saturated 255.  We give a constant patch G = 1 (see ``gaussian_blend``).
 * The code accepts the last random point after 101 failed tries even if it overlaps or
   leaves the sky; we skip that target instead (an invariant is worth more than a count).
-* The code re-derives all original boxes from integer masks (snapping them to integers);
-  we never touch existing targets, so their boxes stay as they were.
+* The code re-derives all original boxes from integer masks after a paste, which snaps
+  them to integers: ``floor`` of every coordinate, and a box whose floored width or height
+  is 0 is dropped (GrokCV/BAFE-Net deepir/datasets/transforms/transforms.py). ``snap_gt=True`` does exactly that to the
+  existing boxes whenever at least one target was pasted (the reference recipe's presets turn
+  it on); by default existing boxes stay as they were, since flooring moves a 3 px box by up
+  to a pixel, a third of its size.
 * Zero-size source boxes (the code's ``[0,0,0,0]`` degenerates) are skipped.
 * A sample WITHOUT a sky map under ``background_aware``: the whole (unpadded) image is
   allowed, i.e. it behaves like plain copy-paste (SIRST-V2 has no sky maps).
@@ -68,6 +72,7 @@ class BagCPConfig:
     background_aware: bool = True
     recipe: str = "paper"
     prob: float = 1.0  # chance to augment a sample; the released code always does
+    snap_gt: bool = False  # after a paste, floor the existing boxes and drop the empty ones (the released code)
     min_gap: int = 1  # empty pixels between any two targets
     # paper recipe
     regions: tuple[int, int] = (1, 3)
@@ -335,9 +340,19 @@ class BagCP:
             if out.target_mask is not None:
                 for x0, y0, x1, y1 in boxes.tolist():
                     out.target_mask[y0:y1, x0:x1] = 1
-            out.boxes = np.concatenate([out.boxes, boxes.astype(np.float32)])
+            existing = snap_boxes(out.boxes) if cfg.snap_gt else out.boxes
+            out.boxes = np.concatenate([existing, boxes.astype(np.float32)])
         out.meta["bagcp"] = dict(requested=requested, pasted=len(placed), regions=regions, fallbacks=fallbacks)
         return out
+
+
+def snap_boxes(boxes: np.ndarray) -> np.ndarray:
+    """The released code's GT after a paste: each box re-derived from its integer mask
+    ``[int(y0):int(y1), int(x0):int(x1)]`` is ``floor`` of its coordinates (they are >= 0 after
+    the resize's clip), and a box that floors to zero width or height has no mask and is dropped."""
+    snapped = np.floor(np.asarray(boxes, np.float32).reshape(-1, 4))
+    keep = (snapped[:, 2] > snapped[:, 0]) & (snapped[:, 3] > snapped[:, 1])
+    return snapped[keep].astype(np.float32)
 
 
 def make_source(dataset: Sequence[Sample], transform: Callable | None = None) -> Callable[[np.random.Generator], Sample]:
@@ -364,4 +379,4 @@ def build_bagcp(config: BagCPConfig, train_samples: Sequence[Sample] | None = No
     return BagCP(config, library=library, source=source)
 
 
-__all__ = ["BagCP", "BagCPConfig", "TargetLibrary", "TABLE_III_ROWS", "TOGGLES", "RECIPES", "build_bagcp", "make_source"]
+__all__ = ["BagCP", "BagCPConfig", "TargetLibrary", "TABLE_III_ROWS", "TOGGLES", "RECIPES", "build_bagcp", "make_source", "snap_boxes"]

@@ -62,7 +62,7 @@ class DataConfig:
     # multiple of 32 per image and to the batch's largest; replaces `size` (clean protocol only)
     scale: tuple[int, int] | None = None
     repeat: int = 1  # the reference's RepeatDataset(times=3): one epoch = repeat passes
-    batch_size: int = 2  # per worker
+    batch_size: int = 2  # global: each of N DDP workers loads batch_size / N
     eval_batch_size: int = 4
     num_workers: int = 0  # DataLoader processes per trainer worker
     # in-memory synthetic set (dataset="synthetic", root=None): images per role, side, difficulty
@@ -115,6 +115,9 @@ class AugmentConfig:
     bagcp_gaussian: bool = True
     bagcp_background_aware: bool = True
     bagcp_prob: float = 1.0  # chance per sample (the released code: always)
+    # after a BAG-CP paste, floor every existing GT box to integers and drop the ones that become
+    # empty, as the released SkyCopyPaste does by re-deriving boxes from integer masks
+    snap_gt: bool = False
 
     def validate(self) -> None:
         if not 0.0 <= self.hflip <= 1.0:
@@ -203,7 +206,8 @@ def _bagcp(cfg: AugmentConfig, train: Any, geometry: TransformConfig) -> list[An
     from irstdlab.datasets.bagcp import BagCPConfig, build_bagcp, make_source
 
     config = BagCPConfig(copy_paste=True, cluster=cfg.bagcp_cluster, gaussian=cfg.bagcp_gaussian,
-                         background_aware=cfg.bagcp_background_aware, recipe=cfg.bagcp, prob=cfg.bagcp_prob)
+                         background_aware=cfg.bagcp_background_aware, recipe=cfg.bagcp, prob=cfg.bagcp_prob,
+                         snap_gt=cfg.snap_gt)
     if cfg.bagcp == "paper":
         return [build_bagcp(config, train_samples=[train[i] for i in range(len(train))])]
     return [build_bagcp(config, source=make_source(train, build_transforms(geometry, train=True)))]

@@ -50,7 +50,7 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    select_metric: Literal["mAP07", "mAP12", "recall", "mNoCoAP"] = "mAP07"  # on the validation split, higher is better
+    select_metric: Literal["mAP07", "mAP12", "mAP75", "recall", "mNoCoAP"] = "mAP07"  # on the validation split, higher is better
     mnocoap: bool = False  # also score mNoCoAP (NoCo maps at original resolution); implied by select_metric mNoCoAP
     test_at_end: bool = True  # evaluate the selected checkpoint on the test split after the last epoch
     every: int = 1  # validate every N epochs (the last epoch always)

@@ -6,7 +6,8 @@ Protocols (DESIGN.md "Two protocols"):
   (the DenseSIRST reader's ``protocol="reference"`` applies the released code's -1 shift).
 * ``clean``: the same mapping (isotropic scale, padding at the bottom/right only) and exact
   continuous IoU.
-mAP07 = 11-point AP, mAP12 = area AP, both at IoU 0.5; recall = recall at the end of the list.
+mAP07 = 11-point AP, mAP12 = area AP, both at IoU 0.5 (the released code's meaning); mAP75 =
+area AP at IoU 0.75 (the paper text's definition of mAP12); recall = recall at the end of the list.
 mNoCoAP (OSCAR's point metric, ``harness/noco.py``) is added when the loader's metas carry
 the original images (``build_datasets(keep_original=True)``): each image's NoCo map is built
 at original resolution, looked up at the detections' centres and dropped.
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from irstdlab.harness.metrics import evaluate_detections
+from irstdlab.harness.metrics import evaluate_detections, named_voc_metrics
 from irstdlab.harness.noco import detection_noco_values, evaluate_nocoap
 
 
@@ -81,14 +82,13 @@ def predict(model: nn.Module, loader: Any, device: torch.device, amp_dtype: torc
 
 
 def score(preds: Predictions, protocol: str, prefix: str = "") -> dict[str, float]:
-    """mAP07 / mAP12 / recall (+ counts) of ``preds`` under ``protocol``."""
+    """mAP07 / mAP12 / mAP75 / recall (+ counts) of ``preds`` under ``protocol``."""
     legacy = protocol == "reference"
     dets = list(zip(preds.boxes, preds.scores))
-    voc07 = evaluate_detections(dets, preds.gt_boxes, iou_thr=0.5, ap_mode="11points", legacy_coordinates=legacy)
-    voc12 = evaluate_detections(dets, preds.gt_boxes, iou_thr=0.5, ap_mode="area", legacy_coordinates=legacy)
+    voc = named_voc_metrics(dets, preds.gt_boxes, legacy_coordinates=legacy)
+    voc07 = voc["mAP07"]
     out = {
-        f"{prefix}mAP07": float(voc07["ap"]),
-        f"{prefix}mAP12": float(voc12["ap"]),
+        **{f"{prefix}{name}": float(result["ap"]) for name, result in voc.items()},
         f"{prefix}recall": float(voc07["recall"]),
         f"{prefix}num_images": len(preds),
         f"{prefix}num_gts": int(voc07["num_gts"]),

@@ -1,4 +1,10 @@
-"""VOC average precision (mAP07 / mAP12) and recall, with mmdetection's semantics.
+"""VOC average precision (mAP07 / mAP12 / mAP75) and recall, with mmdetection's semantics.
+
+The named metrics (``VOC_METRICS``): ``mAP07`` = 11-point AP at IoU 0.5 and ``mAP12`` = area
+AP at IoU 0.5, as the released BAFE-Net code computes both (mmdet's VOCMetric with
+its default iou_thrs, GrokCV/BAFE-Net configs/detection/_base_/datasets/*.py); the paper's
+text defines mAP12 at IoU 0.75, which is reported separately as ``mAP75`` (area AP at IoU
+0.75), so both readings of the paper's tables are available.
 
 ``evaluate_detections`` reproduces mmdet's ``eval_map`` with ``tpfp_default`` for one
 class (the BAFE-Net reference protocol, see BAFE_REFERENCE.md §5.1):
@@ -247,6 +253,22 @@ def summarize_ranked(
 
 
 # ---------------------------------------------------------------------- VOC entry
+# name -> (IoU threshold, AP mode) of every VOC metric an evaluation reports (see the docstring)
+VOC_METRICS: dict[str, tuple[float, ApMode]] = {
+    "mAP07": (0.5, "11points"),
+    "mAP12": (0.5, "area"),
+    "mAP75": (0.75, "area"),
+}
+
+
+def named_voc_metrics(detections: Sequence[Any], ground_truths: Sequence[Any], *,
+                      legacy_coordinates: bool) -> dict[str, dict[str, Any]]:
+    """``{name: evaluate_detections(...)}`` for every entry of ``VOC_METRICS``."""
+    return {name: evaluate_detections(detections, ground_truths, iou_thr=iou_thr, ap_mode=mode,
+                                       legacy_coordinates=legacy_coordinates)
+            for name, (iou_thr, mode) in VOC_METRICS.items()}
+
+
 def evaluate_detections(
     detections: Sequence[Any],
     ground_truths: Sequence[Any],

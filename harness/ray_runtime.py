@@ -90,8 +90,9 @@ def fit(cfg: TrialConfig, *, storage: str | Path, name: str, workers: int = 1, g
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from irstdlab.harness.trial import train_worker
+    from irstdlab.harness.trial import per_worker_batch, train_worker
 
+    per_worker_batch(cfg.data.batch_size, workers)  # a global batch that does not divide fails before any worker starts
     storage = Path(storage).resolve()
     run_dir = storage / name
     resources = {"CPU": cpus_per_worker}

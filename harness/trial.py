@@ -66,6 +66,15 @@ def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16
 
 
+def per_worker_batch(batch_size: int, workers: int) -> int:
+    """``data.batch_size`` is the global batch: each of ``workers`` DDP ranks loads an equal share,
+    so ``--workers N`` keeps a recipe's optimisation (the reference trains batch 2 on one GPU)."""
+    if workers < 1 or batch_size % workers:
+        raise ConfigError(f"data.batch_size: {batch_size} is the global batch and does not divide over "
+                          f"{workers} workers; use a multiple of {workers} or change --workers")
+    return batch_size // workers
+
+
 # ---------------------------------------------------------------------------------- one epoch
 def train_one_epoch(model, loader, optimizer, scheduler, scaler, *, epoch: int, max_iters: int, device,
                     amp_dtype, channels_last: bool, cfg: TrialConfig, reporter: Reporter) -> dict[str, float]:
@@ -135,7 +144,8 @@ def run_trial(cfg: TrialConfig, reporter: Reporter) -> dict[str, Any]:
     sampler = DistributedSampler(data["train"], num_replicas=reporter.world_size, rank=rank, shuffle=True, seed=seed)
     loader_args = dict(num_workers=cfg.data.num_workers, worker_init_fn=seed_loader_worker,
                        pin_memory=device.type == "cuda")
-    train_loader = reporter.prepare_loader(DataLoader(data["train"], batch_size=cfg.data.batch_size, sampler=sampler,
+    batch_size = per_worker_batch(cfg.data.batch_size, reporter.world_size)
+    train_loader = reporter.prepare_loader(DataLoader(data["train"], batch_size=batch_size, sampler=sampler,
                                                       collate_fn=collate_detection, **loader_args))
     eval_loaders = {role: DataLoader(data[role], batch_size=cfg.data.eval_batch_size, shuffle=False,
                                      collate_fn=collate_eval, **loader_args) for role in ("val", "test")}
@@ -250,4 +260,4 @@ def load_selected_model(checkpoint: str | Path):
     return model.eval(), cfg, state
 
 
-__all__ = ["TrialDiverged", "load_selected_model", "run_trial", "seed_everything", "train_worker", "tune_trial"]
+__all__ = ["TrialDiverged", "load_selected_model", "per_worker_batch", "run_trial", "seed_everything", "train_worker", "tune_trial"]

@@ -1,7 +1,8 @@
 """`ModelConfig`: every knob of every detector in one validated dataclass.
 
 Defaults are the reference (BAFE-Net's FCOS host, BAFE_REFERENCE §3-4) except
-``num_levels=5``, which is the Table II FCOS baseline (P3-P7); BAFE-Net presets set 3.
+``num_levels=5``, which is the Table II FCOS baseline (P3-P7); ``bafenet``'s own default
+(``MODEL_DEFAULTS``) is the released host's 3 levels (P3-P5).
 Annotations are the ones ``irstdlab.harness.configtree`` understands (Literal, X | None,
 tuples), so the harness can type-check YAML against this class; ``validate()`` does the
 range checks and raises ``ValueError("model.<field>: <problem>")``.
@@ -21,6 +22,10 @@ MAX_LEVELS = 5  # P3..P7
 # out gets the detector's own value rather than the FCOS reference default (applied by
 # ``with_model_defaults``, used by ``ModelConfig.from_dict`` and the trial config loader).
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
+    # The released BAFE-Net neck: FPN num_outs=3 over C3-C5, no extra levels
+    # (GrokCV/BAFE-Net configs/detection/fcos_changer_seg/fcos_changer_seg_r50-caffe_fpn_gn-head_1x_densesirst.py),
+    # so `models info bafenet --backbone resnet50` counts the 34.73 M of the reference's used modules.
+    "bafenet": {"num_levels": 3},
     # ODI's released OSCAR (OSCAR_LSKNET_SIRSTV2_REFERENCE §2): FlexResNet-18 deep stem from
     # random init with trainable BN, FPN 256, focal gamma 3 weight 2, DIoU, 0.05/NMS 0.5/100.
     "oscar": {
