@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
 from irstdlab.harness.errors import ConfigError
 
 # sqrt(w x h) of a box in input pixels: upper edges of the size bins
@@ -108,7 +107,6 @@ def oracle_map(covered_boxes: list[np.ndarray], gt_boxes: list[np.ndarray], lega
 def measure_coverage(cfg: Any, split: str = "test") -> CoverageReport:
     """Coverage of ``split`` (a role: train/val/test, or a split name) under trial config ``cfg``."""
     import torch
-
     from irstdlab.harness.coverage_assign import build_assigner
     from irstdlab.models import build
 
@@ -147,7 +145,7 @@ def measure_coverage(cfg: Any, split: str = "test") -> CoverageReport:
             covered += int(is_covered.sum())
             covered_boxes.append(boxes[is_covered])
             gt_boxes.append(boxes)
-    max07, max12 = oracle_map(covered_boxes, gt_boxes, legacy=cfg.data.protocol == "reference")
+    max07, max12 = oracle_map(covered_boxes, gt_boxes, legacy=cfg.data.protocol == "reference") if targets else (0.0, 0.0)
     return CoverageReport(
         detector=cfg.model.name, backbone=cfg.model.backbone, assignment=assigner.family,
         dataset=cfg.data.dataset, split=split_name, protocol=cfg.data.protocol, images=len(samples),
@@ -166,10 +164,10 @@ def format_report(report: CoverageReport) -> str:
     """A small human table."""
     lines = [
         f"coverage   {report.detector} ({report.backbone}), assignment: {report.assignment}",
-        f"data       {report.dataset} split {report.split}, protocol {report.protocol}: "
-        f"{report.images} images, {report.targets} boxes",
-        f"covered    {report.covered} / {report.targets} = {report.coverage:.3f} (recall ceiling); "
-        f"best possible mAP07 {report.max_map07:.3f}, mAP12 {report.max_map12:.3f}",
+        (f"data       {report.dataset} split {report.split}, protocol {report.protocol}: "
+         f"{report.images} images, {report.targets} boxes"),
+        (f"covered    {report.covered} / {report.targets} = {report.coverage:.3f} (recall ceiling); "
+         f"best possible mAP07 {report.max_map07:.3f}, mAP12 {report.max_map12:.3f}"),
         "",
         f"{'level':<8}{'stride':>7}{'covered':>9}{'share':>8}{'positives':>11}",
     ]
@@ -183,4 +181,4 @@ def format_report(report: CoverageReport) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["CoverageReport", "SIZE_BIN_EDGES", "format_report", "measure_coverage", "oracle_map", "size_bin_label"]
+__all__ = ["SIZE_BIN_EDGES", "CoverageReport", "format_report", "measure_coverage", "oracle_map", "size_bin_label"]

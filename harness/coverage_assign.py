@@ -27,8 +27,9 @@ the number of positive locations/anchors per level.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -96,8 +97,12 @@ def _fcos_assigner(model: nn.Module, shape_model: nn.Module) -> Assigner:
 
 
 def _oscar_assigner(model: nn.Module, shape_model: nn.Module) -> Assigner:
-    from irstdlab.models.oscar_targets import (COARSE_SIDE_FACTOR, REFINE_SIDE_FACTOR, assign_level,
-                                               level_points)
+    from irstdlab.models.oscar_targets import (
+        COARSE_SIDE_FACTOR,
+        REFINE_SIDE_FACTOR,
+        assign_level,
+        level_points,
+    )
 
     head = model.head
     shapes = _ShapeCache(lambda x: shape_model.neck(shape_model.backbone(shape_model.preprocess(x))))
@@ -117,9 +122,14 @@ def _oscar_assigner(model: nn.Module, shape_model: nn.Module) -> Assigner:
 
 # ------------------------------------------------------------------------------- torchvision
 def _tv_assigner(model: nn.Module, shape_model: nn.Module) -> Assigner:
+    from irstdlab.models.tv_detectors import (
+        TVFCOS,
+        TVSSD,
+        TVFasterRCNN,
+        TVRetinaNet,
+        clean_targets,
+    )
     from torchvision.ops import box_iou
-
-    from irstdlab.models.tv_detectors import TVFCOS, TVFasterRCNN, TVRetinaNet, TVSSD, clean_targets
 
     generator = model.rpn.anchor_generator if isinstance(model, TVFasterRCNN) else model.anchor_generator
     per_location = generator.num_anchors_per_location()

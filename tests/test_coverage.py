@@ -17,7 +17,6 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from irstdlab.harness.cli import main
 from irstdlab.harness.config import load_config
 from irstdlab.harness.coverage import _eval_samples, measure_coverage
