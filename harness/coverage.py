@@ -65,7 +65,7 @@ def size_bin_label(index: int) -> str:
     return f">={low:g}" if math.isinf(high) else f"<{high:g}" if low == 0 else f"{low:g}-{high:g}"
 
 
-def _eval_samples(cfg: Any, split: str) -> tuple[str, list[Any]]:
+def coverage_samples(cfg: Any, split: str) -> tuple[str, list[Any]]:
     """(split name, samples through the protocol's evaluation resize) of a role or a split name."""
     from irstdlab.datasets.build import ROLES, AugmentConfig, build_datasets
     from irstdlab.datasets.readers import open_dataset
@@ -110,7 +110,7 @@ def measure_coverage(cfg: Any, split: str = "test") -> CoverageReport:
     from irstdlab.harness.coverage_assign import build_assigner
     from irstdlab.models import build
 
-    split_name, samples = _eval_samples(cfg, split)
+    split_name, samples = coverage_samples(cfg, split)
     # weights do not change an assignment: build without them (no file or download needed)
     model_cfg = dataclasses.replace(cfg.model, pretrained=None)
     try:
@@ -181,4 +181,4 @@ def format_report(report: CoverageReport) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["SIZE_BIN_EDGES", "CoverageReport", "format_report", "measure_coverage", "oracle_map", "size_bin_label"]
+__all__ = ["SIZE_BIN_EDGES", "CoverageReport", "coverage_samples", "format_report", "measure_coverage", "oracle_map", "size_bin_label"]

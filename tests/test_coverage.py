@@ -19,7 +19,7 @@ import pytest
 import torch
 from irstdlab.harness.cli import main
 from irstdlab.harness.config import load_config
-from irstdlab.harness.coverage import _eval_samples, measure_coverage
+from irstdlab.harness.coverage import coverage_samples, measure_coverage
 
 
 @pytest.fixture(autouse=True)
@@ -56,7 +56,7 @@ def test_reference_recipe_on_densesirst_mini_json(densesirst_root, capsys):
     out = capsys.readouterr().out
     assert rc == 0
     report = json.loads(out.strip().splitlines()[-1])
-    _, samples = _eval_samples(_cfg("paper_bafenet_r18", densesirst_root), "test_v2")
+    _, samples = coverage_samples(_cfg("paper_bafenet_r18", densesirst_root), "test_v2")
     assert report["split"] == "test_v2" and report["protocol"] == "reference" and report["images"] == 24
     assert report["targets"] == sum(len(s.boxes) for s in samples) == 307
     # the model's assignment agrees with the plain geometric rule: a P3 point strictly inside the box
