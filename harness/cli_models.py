@@ -1,4 +1,5 @@
-"""`irstdlab models ...`: list the registered detectors, show one's size and cost.
+"""`irstdlab models ...`: list the registered detectors, show one's size and cost, and check a
+recipe's assignment coverage (``harness/coverage.py``) before any training.
 
 torch and the models are imported inside the handlers so `irstdlab --help` stays fast.
 """
@@ -29,6 +30,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p_info.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p_info.set_defaults(handler=cmd_info)
+
+    p_cov = sub.add_parser(
+        "coverage", help="which ground-truth boxes the recipe's own assignment makes positive (recall ceiling)",
+        description="For every ground-truth box of a split, whether the detector's own target assignment gives it "
+                    "at least one positive location or anchor; by level and by size, with the recall ceiling and "
+                    "the best 11-point mAP it allows. No training, no weights.",
+    )
+    p_cov.add_argument("config", metavar="CONFIG|PRESET", help="a YAML trial config or a preset name")
+    p_cov.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a trial config value, e.g. --set data.root=/data/SIRSTdevkit; repeatable",
+    )
+    p_cov.add_argument("--split", default="test", help="train/val/test (the recipe's roles) or a split name, e.g. test_v2")
+    p_cov.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
+    p_cov.set_defaults(handler=cmd_coverage)
 
     parser.set_defaults(handler=lambda args: _print_help(parser))
 
@@ -69,6 +85,19 @@ def model_config_from_args(name: str, backbone: str | None, overrides: list[str]
         return ModelConfig.from_dict(values)
     except (ValueError, TypeError) as exc:
         raise ConfigError(str(exc)) from None
+
+
+def cmd_coverage(args: argparse.Namespace) -> int:
+    from irstdlab.harness.config import load_config
+    from irstdlab.harness.coverage import format_report, measure_coverage
+
+    cfg = load_config(args.config, args.overrides)
+    report = measure_coverage(cfg, args.split)
+    if args.json:
+        print(json.dumps({"config": args.config, **report.to_dict()}, sort_keys=True))
+    else:
+        print(format_report(report))
+    return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:

@@ -4,7 +4,9 @@
 run on an embedded local Ray (``--workers``, ``--gpus-per-worker``), or in this process with
 ``--no-ray``. Results, checkpoints, ``progress.jsonl`` and TensorBoard logs go under
 ``--storage/--name``. ``--json`` makes the last line of standard output one JSON object with
-``metrics``, ``best_epoch``, ``checkpoint`` and ``config_hash``.
+``metrics``, ``best_epoch``, ``checkpoint`` and ``config_hash``. ``--dry-run`` validates the config
+(and builds the model on the meta device), prints it as YAML (``--json``: one object with ``config``,
+``config_hash``, ``source`` and ``run``) and starts nothing: no Ray, no run folder.
 
 ``eval`` loads a checkpoint with ``torch.load(weights_only=True)``, evaluates its selected
 weights on a split, and writes ``metrics.json``, a PR-curve PNG and optionally detections.
@@ -42,6 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--address", default=None, help="join an existing Ray cluster (e.g. auto) instead of starting one")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded Ray (default: all)")
     p.add_argument("--json", action="store_true", help="last stdout line: one JSON object with the results")
+    p.add_argument("--dry-run", action="store_true",
+                   help="validate and print the resolved config (YAML; with --json one JSON object); start nothing")
     p.set_defaults(handler=cmd_train)
 
     e = subparsers.add_parser("eval", help="evaluate a checkpoint on a split (metrics JSON, PR curve)")
@@ -78,6 +82,42 @@ def _summary(metrics: dict[str, Any], checkpoint: str | None, cfg: Any, run_dir:
     }
 
 
+def _dry_run(args: argparse.Namespace, cfg: Any) -> int:
+    """The resolved config and how it would run; no Ray, no run folder, no data read.
+
+    The model is built once on torch's ``meta`` device (shapes only, no weights, no memory), so a
+    combination the config check cannot see (e.g. a head width the norm groups do not divide in
+    one detector's builder) fails here rather than on the cluster.
+    """
+    import dataclasses
+
+    import torch
+    import yaml
+
+    from irstdlab.models import build
+
+    try:
+        with torch.device("meta"):
+            build(dataclasses.replace(cfg.model, pretrained=None))
+    except ValueError as exc:
+        raise ConfigError(str(exc) if str(exc).startswith("model.") else f"model: {exc}") from None
+
+    plan = {
+        "config": cfg.to_dict(),
+        "config_hash": cfg.config_hash,
+        "source": args.config,
+        "run": {"ray": not args.no_ray, "workers": args.workers, "gpus_per_worker": args.gpus_per_worker,
+                "storage": str(args.storage), "name": args.name},
+    }
+    print(f"irstdlab train --dry-run: {args.config} is valid (config {cfg.config_hash}, protocol "
+          f"{cfg.data.protocol}, selection {cfg.data.selection}); nothing was started", file=sys.stderr)
+    if args.json:
+        print(json.dumps(plan, sort_keys=True))
+    else:
+        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     import yaml
 
@@ -90,6 +130,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ConfigError(f"--gpus-per-worker: must be >= 0, got {args.gpus_per_worker}")
     if args.no_ray and args.workers != 1:
         raise ConfigError("--no-ray runs one process: --workers must be 1")
+    if args.dry_run:
+        return _dry_run(args, cfg)
     name = args.name or _run_name(args.config, cfg.config_hash)
     storage = Path(args.storage)
     run_dir = storage / name
