@@ -166,7 +166,7 @@ def test_paper_preset_runs_on_real_densesirst_with_reference_protocol(densesirst
     squash resize, legacy VOC AP against the -1-shifted ground truth."""
     cfg = load_config("paper_bafenet_r18", [f"data.root={densesirst_root}", "data.size=128", "data.num_workers=0",
                                             "data.repeat=1", "train.max_iters_per_epoch=2", "schedule.epochs=1",
-                                            "model.score_thr=0.0"])
+                                            "model.score_thr=0.0", "model.pretrained=null", "model.frozen_bn=false"])
     reporter = LocalReporter(tmp_path)
     final = run_trial(cfg, reporter)
     assert final["protocol"] == "reference" and final["selection"] == "held_out"
