@@ -124,6 +124,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from irstdlab.harness.config import load_config
 
     cfg = load_config(args.config, args.overrides)
+    cfg.check_trainable(args.config or "defaults")  # refused before anything is written
     if args.workers < 1:
         raise ConfigError(f"--workers: must be >= 1, got {args.workers}")
     if args.gpus_per_worker < 0:

@@ -23,13 +23,17 @@ from irstdlab.harness import configtree
 from irstdlab.harness.errors import ConfigError
 from irstdlab.harness.optim import OptimConfig, ScheduleConfig
 from irstdlab.models.config import ModelConfig, with_model_defaults
+from irstdlab.models.weights import IMAGENET, IMAGENET_WEIGHTS
 
 
 @dataclass
 class TrainConfig:
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = CUDA when the worker has a GPU
-    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"  # auto = bf16 on a CUDA device that supports it
+    # autocast for training and evaluation: auto = bf16 on a CUDA device that supports it, else off
+    # (CPU too); bf16 / fp16 force it (bf16 autocast also runs on CPU); off = float32 throughout.
+    # Post-processing (sigmoid, scores, box decoding, NMS) is float32 in every mode (models/precision.py).
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     channels_last: bool = True  # applied on CUDA only (no gain on CPU)
     max_iters_per_epoch: int | None = None  # budget cap (quick runs, benchmarks); None = the whole loader
     log_every: int = 50  # iterations between loss lines in the worker log (0 = never)
@@ -97,6 +101,22 @@ class TrialConfig:
     @property
     def config_hash(self) -> str:
         return configtree.config_hash(self)
+
+    def check_trainable(self, source: str = "") -> None:
+        """Refuse what a training run must not start with (``models info`` and profiling may build it).
+
+        Frozen BatchNorm keeps each BN's affine and running statistics as they were loaded; from
+        random weights those are weight 1, bias 0, mean 0, variance 1, i.e. an identity, so the
+        trunk would train as an unnormalised ResNet.
+        """
+        model, where = self.model, f"{source}: " if source else ""
+        if model.frozen_bn and model.pretrained is None:
+            raise ConfigError(f"{where}model.frozen_bn: true needs pretrained weights (with random weights a frozen "
+                              f"BatchNorm is an identity); set model.pretrained=imagenet (or a state-dict path), "
+                              f"or model.frozen_bn=false to train from scratch")
+        if model.pretrained == IMAGENET and model.backbone not in IMAGENET_WEIGHTS:
+            raise ConfigError(f"{where}model.pretrained: imagenet: torchvision has no ImageNet weights for "
+                              f"{model.backbone}; set model.pretrained=/path/to/state_dict.pth")
 
 
 def preset_names() -> list[str]:

@@ -56,7 +56,8 @@ def seed_loader_worker(worker_id: int) -> None:
 
 
 def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype, or None for full precision. ``auto``: bf16 on a CUDA device that has it."""
+    """Autocast dtype, or None for full precision. ``auto``: bf16 on a CUDA device that has it,
+    full precision elsewhere; ``bf16`` on CPU too. The detectors post-process in float32 anyway."""
     if mode == "off" or (mode == "auto" and device.type != "cuda"):
         return None
     if mode == "fp16":
@@ -131,8 +132,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, *, epoch: int, 
 # ---------------------------------------------------------------------------------- the trial
 def run_trial(cfg: TrialConfig, reporter: Reporter) -> dict[str, Any]:
     """Train and evaluate one trial; returns the metrics of the last report."""
-    from irstdlab.models import build as build_model
-
+    cfg.check_trainable()
     seed, rank = cfg.train.seed, reporter.world_rank
     seed_everything(seed)  # identical initial weights on every rank
     device = reporter.device(cfg.train.device)
@@ -150,7 +150,8 @@ def run_trial(cfg: TrialConfig, reporter: Reporter) -> dict[str, Any]:
     eval_loaders = {role: DataLoader(data[role], batch_size=cfg.data.eval_batch_size, shuffle=False,
                                      collate_fn=collate_eval, **loader_args) for role in ("val", "test")}
 
-    model = build_model(cfg.model)
+    restore = reporter.restore_dir()
+    model = build_trial_model(cfg, initial_weights=restore is None)  # a resumed run loads its own
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     model = reporter.prepare_model(model, device)
@@ -163,7 +164,6 @@ def run_trial(cfg: TrialConfig, reporter: Reporter) -> dict[str, Any]:
     history: list[dict[str, Any]] = []
     best_epoch, best_value, best_weights = 0, -math.inf, None
     start_epoch = 0
-    restore = reporter.restore_dir()
     if restore is not None:
         state = load_checkpoint(restore)
         if state["config_hash"] != config_hash:
@@ -221,6 +221,19 @@ def run_trial(cfg: TrialConfig, reporter: Reporter) -> dict[str, Any]:
     return metrics
 
 
+def build_trial_model(cfg: TrialConfig, initial_weights: bool = True):
+    """The configured detector; ``initial_weights=False`` skips ``model.pretrained`` (the caller
+    loads a checkpoint over it, so no ImageNet download or local file is needed).
+    Build problems (a missing weights file, an offline download) become one-line ConfigErrors."""
+    from irstdlab.models import build as build_model
+
+    model_cfg = cfg.model if initial_weights else cfg.model.replace(pretrained=None)
+    try:
+        return build_model(model_cfg)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 # ---------------------------------------------------------------------------------- entry points
 def config_from_loop_config(loop_config: dict[str, Any]) -> TrialConfig:
     """``{"config_json": ...}`` or a (possibly dotted-key) TrialConfig mapping -> TrialConfig."""
@@ -251,11 +264,9 @@ def tune_trial(config: dict[str, Any]) -> None:
 
 def load_selected_model(checkpoint: str | Path):
     """(model in eval mode with the selected weights, TrialConfig) from a checkpoint."""
-    from irstdlab.models import build as build_model
-
     state = load_checkpoint(checkpoint)
     cfg = TrialConfig.from_json(state["config_json"])
-    model = build_model(cfg.model)
+    model = build_trial_model(cfg, initial_weights=False)
     model.load_state_dict(selected_weights(state))
     return model.eval(), cfg, state
 

@@ -5,6 +5,9 @@ down-sampling stride on a bottleneck's first 1x1 conv), torchvision weights, eve
 (affine without gradient, running statistics in eval mode) while every conv, stem included,
 trains. BN stays ``nn.BatchNorm2d`` with ``requires_grad=False`` rather than
 ``FrozenBatchNorm2d`` because the papers' parameter counts include the frozen BN affines.
+
+``pretrained``: ``"imagenet"`` (torchvision's ImageNet-1k V1 weights through its weights API,
+cached in torch's hub folder; ResNets only) or a local state-dict path (``models/weights.py``).
 """
 
 from __future__ import annotations
@@ -16,7 +19,13 @@ from torch import Tensor, nn
 from torchvision.models.resnet import Bottleneck
 
 from irstdlab.models.config import ModelConfig
-from irstdlab.models.weights import load_matching, read_state_dict
+from irstdlab.models.weights import (
+    IMAGENET,
+    imagenet_weights,
+    load_matching,
+    read_imagenet_state_dict,
+    read_state_dict,
+)
 
 _RESNETS = {
     "resnet18": torchvision.models.resnet18,
@@ -51,7 +60,7 @@ class ResNetBackbone(nn.Module):
             raise ValueError(f"model.backbone: unknown {name!r}; choose from {', '.join(_RESNETS)}")
         net = _RESNETS[name](weights=None)
         if pretrained is not None:
-            _load_state_dict(net, pretrained)
+            _load_state_dict(net, pretrained, name)
         if deep_stem:
             if pretrained is not None:
                 raise ValueError("model.deep_stem: torchvision weights have no 3x3 deep stem; use deep_stem: false "
@@ -108,9 +117,10 @@ class ResNetBackbone(nn.Module):
         return [c2, c3, c4, c5]
 
 
-def _load_state_dict(net: nn.Module, path: str) -> None:
-    """Load a local torchvision ResNet state dict (its ``fc.*`` classifier may be absent)."""
-    file, state = read_state_dict(path)
+def _load_state_dict(net: nn.Module, pretrained: str, name: str) -> None:
+    """Load torchvision's ImageNet weights (``"imagenet"``) or a local torchvision ResNet state
+    dict (its ``fc.*`` classifier may be absent) into the 3-channel ``net``."""
+    file, state = read_imagenet_state_dict(name) if pretrained == IMAGENET else read_state_dict(pretrained)
     load_matching(net, state, file, f"torchvision {type(net).__name__}", may_miss=lambda k: k.startswith("fc."))
 
 
@@ -148,6 +158,8 @@ def build_backbone(cfg: ModelConfig, in_channels: int) -> nn.Module:
     if cfg.backbone.startswith("lsknet"):
         from irstdlab.models.lsknet import build_lsknet
 
+        if cfg.pretrained == IMAGENET:
+            imagenet_weights(cfg.backbone)  # raises: LSKNet weights come from a local file only
         return build_lsknet(cfg, in_channels)
     return ResNetBackbone(
         cfg.backbone,

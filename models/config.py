@@ -54,7 +54,7 @@ class ModelConfig:
     name: str = "fcos"
     # --- backbone ---
     backbone: Literal["resnet18", "resnet34", "resnet50", "resnet101", "lsknet_t", "lsknet_s"] = "resnet50"
-    pretrained: str | None = None  # local state-dict path (torchvision ResNet / LSKNet backbone); None = random init
+    pretrained: str | None = None  # "imagenet" (torchvision weights; ResNets) or a local state-dict path; None = random init
     frozen_bn: bool = True  # BN affine frozen in the whole backbone (convs still train)
     frozen_stages: int = -1  # -1 none, 0 stem, k = stem + layer1..layerk
     norm_eval: bool = True  # keep backbone BN in eval mode (running stats) while training

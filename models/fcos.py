@@ -22,6 +22,7 @@ from irstdlab.models.config import ModelConfig
 from irstdlab.models.fcos_loss import fcos_losses
 from irstdlab.models.fcos_targets import Points, assign, distances_to_boxes, make_points
 from irstdlab.models.necks import build_neck
+from irstdlab.models.precision import float32_postprocess
 from irstdlab.models.preprocess import InputNormalizer
 from irstdlab.models.registry import register
 
@@ -147,6 +148,7 @@ class FCOSHead(nn.Module):
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
+    @float32_postprocess
     def postprocess(
         self, head_outputs: HeadOutputs, image_size: tuple[int, int], points: Points | None = None
     ) -> list[dict[str, Tensor]]:
@@ -155,6 +157,7 @@ class FCOSHead(nn.Module):
         Per level: keep sigmoid(cls) > score_thr, then the top nms_pre of those; decode and
         clamp to ``image_size`` (H, W); score = sigmoid(cls) x sigmoid(centerness) (no sqrt);
         drop empty boxes (mmdet min_bbox_size=0 keeps w > 0 and h > 0); NMS; max_per_img.
+        All of it in float32 with autocast off (``models/precision.py``).
         """
         cfg = self.cfg
         points = points if points is not None else self.points(head_outputs)

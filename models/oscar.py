@@ -57,6 +57,7 @@ from irstdlab.models.oscar_targets import (
     level_points,
     noco_targets,
 )
+from irstdlab.models.precision import float32_postprocess
 from irstdlab.models.preprocess import InputNormalizer
 from irstdlab.models.registry import register
 
@@ -221,6 +222,7 @@ class OSCARHead(nn.Module):
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
+    @float32_postprocess  # sigmoids, score products, the cascade decode and NMS in float32
     def postprocess(self, out: HeadOutputs, image_size: tuple[int, int]) -> list[dict[str, Tensor]]:
         cfg = self.cfg
         _coarse, _anchors, refined, _points = self.boxes(out)

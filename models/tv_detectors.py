@@ -78,6 +78,12 @@ count mmdet's ``forward_dummy`` uses for two-stage FLOPs -- so its MACs include 
 In training mode without targets, and in eval mode, ``forward`` returns detections (switching
 torchvision's model to eval for the call when needed, as its RPN and RoI heads pick their
 test settings from ``self.training``).
+
+**Post-processing in float32** (``models/precision.py``): torchvision's box coders cast the
+anchors to the dtype of the predicted deltas, so under bf16 autocast they would decode on the
+bf16 grid. RetinaNet, FCOS and SSD run ``postprocess_detections`` on float32 head outputs with
+autocast off; Faster R-CNN's RPN head and box predictor return float32, because the RPN decodes
+its proposals inside its forward.
 """
 
 from __future__ import annotations
@@ -101,6 +107,7 @@ from torchvision.ops import MultiScaleRoIAlign
 
 from irstdlab.models.config import ModelConfig
 from irstdlab.models.fcos import build_parts
+from irstdlab.models.precision import float32_outputs, float32_postprocess
 from irstdlab.models.registry import register
 
 FASTER_RCNN_REPRESENTATION = 256  # TwoMLPHead width (torchvision: 1024), see the module docstring
@@ -231,16 +238,24 @@ class TVDetectorMixin:
         return self.head(list(self.backbone(images).values()))
 
 
+class Float32Detections:
+    """Single-stage torchvision detectors: ``postprocess_detections`` in float32, autocast off."""
+
+    @float32_postprocess
+    def postprocess_detections(self, *args: Any, **kwargs: Any) -> list[dict[str, Tensor]]:
+        return super().postprocess_detections(*args, **kwargs)  # type: ignore[misc]
+
+
 # ---------------------------------------------------------------------------------- detectors
-class TVRetinaNet(TVDetectorMixin, RetinaNet):
+class TVRetinaNet(TVDetectorMixin, Float32Detections, RetinaNet):
     train_label = 0
 
 
-class TVFCOS(TVDetectorMixin, FCOS):
+class TVFCOS(TVDetectorMixin, Float32Detections, FCOS):
     train_label = 0
 
 
-class TVSSD(TVDetectorMixin, SSD):
+class TVSSD(TVDetectorMixin, Float32Detections, SSD):
     train_label = 1
 
 
@@ -334,6 +349,8 @@ def build_faster_rcnn(cfg: ModelConfig) -> TVFasterRCNN:
         box_score_thresh=cfg.score_thr, box_nms_thresh=cfg.nms_thr, box_detections_per_img=cfg.max_per_img,
         **TRANSFORM_ARGS,
     )
+    float32_outputs(model.rpn.head)  # proposals are decoded inside the RPN's forward
+    float32_outputs(model.roi_heads.box_predictor)
     return _finish(model)
 
 
