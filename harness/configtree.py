@@ -55,6 +55,9 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
         raise ConfigError(f"{path}: must not be null")
     if origin is Literal:
         choices = get_args(tp)
+        if isinstance(value, bool) and ("off" if value is False else "on") in choices:
+            # YAML 1.1 reads a bare off / on as a boolean: `--set train.amp=off` means the word
+            value = "off" if value is False else "on"
         if value not in choices:
             raise ConfigError(
                 f"{path}: {_describe(value)} is not one of {', '.join(repr(c) for c in choices)}"

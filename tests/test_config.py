@@ -135,3 +135,11 @@ def test_bagcp_is_wired_into_training_samples_only(recipe):
     data["train"].set_epoch(1)
     assert not np.array_equal(again["train"][2].image, data["train"][2].image)
     assert data["val"][0].num_targets == data["val"].base[0].num_targets  # evaluation is never augmented
+
+
+def test_bare_off_in_yaml_means_the_word_for_a_choice_field():
+    from irstdlab.harness.config import load_config
+
+    assert load_config("quickstart", ["train.amp=off"]).train.amp == "off"
+    with pytest.raises(ConfigError, match=r"train\.amp: True is not one of"):
+        load_config("quickstart", ["train.amp=yes"])
