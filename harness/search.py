@@ -197,7 +197,8 @@ def _tuner(space: SearchSpace, opts: SearchOptions, name: str, storage: str, pla
         scheduler = PersistentASHA(
             str(search_dir / ASHA_FILE), time_attr="epoch", metric=space.metric, mode=space.mode,
             max_t=space.budget.max_epochs, grace_period=space.budget.grace_period,
-            reduction_factor=space.budget.reduction_factor, tie_tolerance=space.budget.tie_tolerance)
+            reduction_factor=space.budget.reduction_factor, tie_tolerance=space.budget.tie_tolerance,
+            min_compared=space.budget.min_compared, stop_within=space.budget.stop_within)
     asha_state = str(search_dir / ASHA_FILE) if scheduler is not None else None
     callbacks = [
         LeaderboardCallback(name, space, str(Path(storage) / "leaderboard"), str(search_dir / JOURNAL_FILE),
@@ -278,7 +279,9 @@ def summarize(space: SearchSpace, state: dict[str, Any], opts: SearchOptions) ->
              f"  objective: " + ", ".join(f"{o.metric} ({o.mode})" for o in space.objectives),
              f"  trials: {state['planned_trials']} = {state['planned_configs']} configurations x {space.seeds} seed(s); "
              f"{space.budget.max_epochs} epochs; scheduler {opts.scheduler} (grace {space.budget.grace_period}, "
-             f"factor {space.budget.reduction_factor})",
+             f"factor {space.budget.reduction_factor}, ties within {space.budget.tie_tolerance:g}, "
+             f"judged after {space.budget.min_compared} trial(s)"
+             + (f" of the same {space.budget.stop_within}" if space.budget.stop_within else "") + ")",
              f"  per trial: {res.workers_per_trial} worker(s) x {res.cpus_per_worker:g} CPU, "
              f"{res.gpus_per_worker:g} GPU; backend {res.resolved_backend()}",
              "  parameters:", loader.space_summary(space)]

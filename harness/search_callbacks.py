@@ -16,6 +16,7 @@ Only the driver runs these: there is one leaderboard writer per search.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
 import math
@@ -119,7 +120,8 @@ class LeaderboardCallback(Callback):
         all_params = {p.path: params.get(p.path) for p in self.space.parameters}  # null when inactive
         decisions = rung_decisions(self.asha_state_path, trial.trial_id)
         stopped = [d for d in decisions if d.get("decision") == "stopped"]
-        ties = [describe_decision(d, self.space.metric) for d in decisions if d.get("decision") == "tie_continued"]
+        ties = [describe_decision(d, self.space.metric) for d in decisions
+                if d.get("decision") in ("tie_continued", "few_continued")]
         checkpoint = result.get("checkpoint_path")
         if checkpoint is None and getattr(trial, "checkpoint", None) is not None:
             checkpoint = trial.checkpoint.path
@@ -226,11 +228,16 @@ class PersistentASHA(ASHAScheduler):
     recorded with its rung, value and cut-off, so the live table and the leaderboard row say why.
     """
 
-    def __init__(self, state_path: str, tie_tolerance: float = 0.0, **kwargs: Any) -> None:
+    def __init__(self, state_path: str, tie_tolerance: float = 0.0, min_compared: int = 1,
+                 stop_within: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.state_path = state_path
         self.tie_tolerance = float(tie_tolerance)
+        self.min_compared = int(min_compared)
+        self.stop_within = stop_within
         self.decisions: dict[str, list[dict[str, Any]]] = {}  # trial_id -> rung decisions, in order
+        self._empty_bracket = copy.deepcopy(self._brackets[0])  # the template of a group's own rungs
+        self._groups: dict[str, Any] = {}  # value of `stop_within` -> that group's bracket
         self._loaded = False  # the copy pickled into tuner.pkl at start has not loaded yet
 
     def _ensure_loaded(self) -> None:
@@ -246,12 +253,25 @@ class PersistentASHA(ASHAScheduler):
             bracket._rungs = [(m, {**recorded, **saved.get(int(m), {})}) for m, recorded in bracket._rungs]
         self._num_stopped = int(state.get("num_stopped", 0))
         self.decisions.update(state.get("decisions", {}))
+        for group, rungs in state.get("groups", {}).items():
+            saved = {int(m): rec for m, rec in rungs}
+            bracket = self._group_bracket(group)
+            bracket._rungs = [(m, {**recorded, **saved.get(int(m), {})}) for m, recorded in bracket._rungs]
+
+    @staticmethod
+    def _rungs_json(bracket: Any) -> list[list[Any]]:
+        return [[int(m), {t: float(v) for t, v in rec.items()}] for m, rec in bracket._rungs]
 
     def rung_state(self) -> dict[str, Any]:
-        return {"brackets": [[[int(m), {t: float(v) for t, v in rec.items()}] for m, rec in b._rungs]
-                             for b in self._brackets],
+        return {"brackets": [self._rungs_json(b) for b in self._brackets],
+                "groups": {g: self._rungs_json(b) for g, b in self._groups.items()},
                 "num_stopped": int(self._num_stopped), "decisions": self.decisions,
                 "written_at": dt.datetime.now(dt.timezone.utc).isoformat()}
+
+    def _group_bracket(self, group: str) -> Any:
+        if group not in self._groups:
+            self._groups[group] = copy.deepcopy(self._empty_bracket)
+        return self._groups[group]
 
     def _save(self) -> None:
         _write_json_atomic(Path(self.state_path), self.rung_state())
@@ -259,10 +279,16 @@ class PersistentASHA(ASHAScheduler):
     def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
         self._ensure_loaded()
         super().on_trial_add(tune_controller, trial)
+        if self.stop_within:
+            # Detectors differ in the shape of their learning curves (BAFE-Net's segmentation head
+            # starts slower than FCOS), so a rung compares a trial only with trials of its own group.
+            params, _ = split_config(getattr(trial, "config", {}) or {})
+            self._trial_info[trial.trial_id] = self._group_bracket(str(params.get(self.stop_within, "-")))
 
-    def _rung_due(self, trial: Any, result: dict) -> tuple[int, float | None] | None:
-        """The rung this result is compared at (the bracket's own rule), with its cut-off before the
-        result is recorded; None when no rung is due or the trial is at its last epoch."""
+    def _rung_due(self, trial: Any, result: dict) -> tuple[int, float | None, int] | None:
+        """The rung this result is compared at (the bracket's own rule), with its cut-off and the
+        number of earlier values before the result is recorded; None when no rung is due or the
+        trial is at its last epoch."""
         if self._time_attr not in result or self._metric not in result:
             return None
         if result[self._time_attr] >= self._max_t and self._stop_last_trials:
@@ -270,7 +296,7 @@ class PersistentASHA(ASHAScheduler):
         bracket = self._trial_info.get(trial.trial_id)
         for milestone, recorded in getattr(bracket, "_rungs", ()):
             if result[self._time_attr] >= milestone and trial.trial_id not in recorded:
-                return int(milestone), bracket.cutoff(recorded)
+                return int(milestone), bracket.cutoff(recorded), len(recorded)
         return None
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
@@ -278,7 +304,7 @@ class PersistentASHA(ASHAScheduler):
         due = self._rung_due(trial, result)
         decision = super().on_trial_result(tune_controller, trial, result)
         if due is not None:
-            milestone, cutoff = due
+            milestone, cutoff, earlier = due
             recorded = next(rec for m, rec in self._trial_info[trial.trial_id]._rungs if int(m) == milestone)
             compared = [float(v) for v in recorded.values() if math.isfinite(float(v))]
             spread = max(compared) - min(compared) if compared else 0.0
@@ -289,6 +315,10 @@ class PersistentASHA(ASHAScheduler):
                 decision = self.CONTINUE  # every compared value is within noise of the others
                 self._num_stopped -= 1
                 record["decision"] = "tie_continued"
+            elif decision == self.STOP and earlier < self.min_compared:
+                decision = self.CONTINUE  # too few earlier trials at this rung to judge by
+                self._num_stopped -= 1
+                record["decision"] = "few_continued"
             else:
                 record["decision"] = "stopped" if decision == self.STOP else "continued"
             self.decisions.setdefault(trial.trial_id, []).append(record)
@@ -319,6 +349,9 @@ def describe_decision(record: dict[str, Any], metric: str) -> str:
     """One line: why ASHA stopped a trial at a rung, or why it let a tie continue."""
     cutoff = record.get("cutoff")
     cut = "no cut-off yet" if cutoff is None else f"cut-off {cutoff:.4f}"
+    if record.get("decision") == "few_continued":
+        return (f"rung epoch {record['rung']}: {metric} {record['value']:.4f}, {cut}; only "
+                f"{record['compared'] - 1} earlier trial(s) of its group here, too few to judge by, so it continued")
     if record.get("decision") == "tie_continued":
         return (f"rung epoch {record['rung']}: {metric} {record['value']:.4f}, {cut}; all {record['compared']} "
                 f"compared values within {record['spread']:.4f} of each other (a tie), so it continued")

@@ -62,7 +62,7 @@ class ProgressCallback(Callback):
         """Under a trial's line: why ASHA stopped it, or let a tie continue (new decisions only)."""
         decisions = rung_decisions(self.asha_state, trial.trial_id)
         for record in decisions[self.explained.get(trial.trial_id, 0):]:
-            if record.get("decision") in ("stopped", "tie_continued"):
+            if record.get("decision") in ("stopped", "tie_continued", "few_continued"):
                 print(f"{'':<18}  ASHA {describe_decision(record, self.metric)}", flush=True)
         self.explained[trial.trial_id] = len(decisions)
 

@@ -51,7 +51,8 @@ DISTRIBUTIONS = ("choice", "uniform", "loguniform", "int")
 SAMPLERS = ("optuna", "random", "grid")
 TOP_KEYS = ("name", "description", "base", "preset", "config", "overrides", "parameters", "objective",
             "budget", "seeds", "sampler", "searcher_seed", "reproduce")  # reproduce: harness/reproduce.py
-BUDGET_KEYS = ("num_samples", "max_epochs", "grace_period", "reduction_factor", "tie_tolerance")
+BUDGET_KEYS = ("num_samples", "max_epochs", "grace_period", "reduction_factor", "tie_tolerance", "min_compared",
+               "stop_within")
 
 
 # ----------------------------------------------------------------------------------------- loading
@@ -156,6 +157,9 @@ def parse(text: str, label: str = "<space>", folder: Path | None = None, default
     base_raw = _validated_base(space, err)
     params = _parameters(raw.get("parameters"), leaves, base_raw, err)
     space = SearchSpace(**{**space.__dict__, "parameters": params})
+    if budget.stop_within and budget.stop_within not in {p.path for p in params}:
+        raise err("budget/stop_within", f"{budget.stop_within!r} is not a searched parameter "
+                                        f"({', '.join(p.path for p in params)})")
     if sampler == "grid":
         try:
             space.grid()
@@ -208,7 +212,11 @@ def _budget(raw: Any, err: _Errors) -> Budget:
         if key not in BUDGET_KEYS:
             raise err(f"budget/{key}", f"unknown key; valid keys are {', '.join(BUDGET_KEYS)}")
     values: dict[str, Any] = {k: _positive_int(v, f"budget/{k}", err, 2 if k == "reduction_factor" else 1)
-                              for k, v in raw.items() if k != "tie_tolerance"}
+                              for k, v in raw.items() if k not in ("tie_tolerance", "stop_within")}
+    if "stop_within" in raw:
+        if not isinstance(raw["stop_within"], str) or not raw["stop_within"]:
+            raise err("budget/stop_within", f"expected a parameter path such as model.name, got {raw['stop_within']!r}")
+        values["stop_within"] = raw["stop_within"]
     if "tie_tolerance" in raw:
         tol = raw["tie_tolerance"]
         if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 <= tol < float("inf"):

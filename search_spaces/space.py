@@ -78,6 +78,12 @@ class Budget:
     # ASHA does not stop a trial when every value compared at its rung lies within this distance
     # of the others (metric units): such a cut would be decided by noise.
     tie_tolerance: float = 0.01
+    # ASHA judges a trial at a rung only once this many earlier trials (of its group) reached it
+    # (Optuna's pruners call it n_startup_trials): a cut against one or two values is a coin toss.
+    min_compared: int = 1
+    # Compare a trial at a rung only with trials that share this parameter's value (e.g. model.name:
+    # detectors learn at different speeds, so early values rank families, not configurations).
+    stop_within: str | None = None
 
 
 class DefineByRun:

@@ -14,8 +14,9 @@ from irstdlab.harness.search_callbacks import PersistentASHA, describe_decision,
 
 
 @dataclass
-class _Trial:  # the scheduler reads nothing but the id
+class _Trial:  # the scheduler reads the id, and the sampled parameters when rungs are grouped
     trial_id: str
+    config: dict | None = None
 
 
 def _scheduler(tmp_path, tol: float) -> PersistentASHA:
@@ -55,3 +56,27 @@ def test_zero_tolerance_is_plain_asha_and_decisions_survive_a_restart(tmp_path):
     restored = _scheduler(tmp_path, 0.0)
     restored.on_trial_add(None, _Trial("t9"))
     assert restored.decisions["t2"][-1]["decision"] == "stopped"
+
+
+def test_rungs_compare_within_a_group_and_judge_only_after_min_compared(tmp_path):
+    s = PersistentASHA(str(tmp_path / "asha.json"), tie_tolerance=0.0, min_compared=2, stop_within="model.name",
+                       time_attr="epoch", metric="val/mAP07", mode="max", max_t=4, grace_period=1,
+                       reduction_factor=2)
+    runs = [("f1", "fcos", 0.50), ("f2", "fcos", 0.48), ("b1", "bafenet", 0.30), ("b2", "bafenet", 0.25),
+            ("b3", "bafenet", 0.20), ("f3", "fcos", 0.40)]
+    trials = {tid: _Trial(tid, {"model.name": name, "optim.lr": 0.001}) for tid, name, _ in runs}
+    for t in trials.values():
+        s.on_trial_add(None, t)
+    got = {tid: s.on_trial_result(None, trials[tid], {"epoch": 1, "val/mAP07": v}) for tid, _, v in runs}
+    # BAFE-Net's 0.30 and 0.25 are below every FCOS value, but each is compared with BAFE-Net only,
+    # and the first two of each detector run on; the third of each is judged against its own kind.
+    assert got == {"f1": s.CONTINUE, "f2": s.CONTINUE, "b1": s.CONTINUE, "b2": s.CONTINUE,
+                   "b3": s.STOP, "f3": s.STOP}
+    state = str(tmp_path / "asha.json")
+    assert rung_decisions(state, "b2")[-1]["decision"] == "few_continued"
+    assert rung_decisions(state, "b3")[-1]["cutoff"] == pytest.approx(0.275)
+    restored = PersistentASHA(state, min_compared=2, stop_within="model.name", time_attr="epoch",
+                              metric="val/mAP07", mode="max", max_t=4, grace_period=1, reduction_factor=2)
+    late = _Trial("b4", {"model.name": "bafenet"})
+    restored.on_trial_add(None, late)
+    assert restored.on_trial_result(None, late, {"epoch": 1, "val/mAP07": 0.29}) == restored.CONTINUE  # > 0.25
