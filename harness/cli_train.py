@@ -17,12 +17,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from irstdlab.harness.cli_args import GPUS, MAX_CPUS, NON_NEGATIVE_INT, POSITIVE_INT
 from irstdlab.harness.errors import ConfigError, UserError
+from irstdlab.harness.paths import ensure_writable_dir, safe_label, validate_name
 
 DEFAULT_STORAGE = "./irstdlab-runs"
 
@@ -34,13 +37,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="a YAML file or a preset name (default: quickstart)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value (YAML-parsed), e.g. --set schedule.epochs=2; repeatable")
-    p.add_argument("--workers", type=int, default=1, help="Ray Train workers (DDP); default 1")
-    p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per worker (0 = CPU, gloo)")
+    p.add_argument("--workers", type=POSITIVE_INT, default=1, help="Ray Train workers (DDP); default 1")
+    p.add_argument("--gpus-per-worker", type=GPUS, default=0.0, help="GPUs per worker (0 = CPU, gloo)")
     p.add_argument("--no-ray", action="store_true", help="train in this process without Ray")
     p.add_argument("--storage", default=DEFAULT_STORAGE, help=f"results folder (default {DEFAULT_STORAGE})")
     p.add_argument("--name", default=None, help="run name (default: <config>-<hash>-<time>); reusing one resumes it")
     p.add_argument("--address", default=None, help="join an existing Ray cluster (e.g. auto) instead of starting one")
-    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded Ray (default: all)")
+    p.add_argument("--num-cpus", type=MAX_CPUS, default=None, help="CPUs of the embedded Ray (default: all)")
     p.add_argument("--json", action="store_true", help="last stdout line: one JSON object with the results")
     p.set_defaults(handler=cmd_train)
 
@@ -53,15 +56,114 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--protocol", choices=("clean", "reference"), default=None,
                    help="box geometry and AP arithmetic (default: the checkpoint's)")
     e.add_argument("--out", default=None, help="output folder (default: <checkpoint>/eval-<split>)")
-    e.add_argument("--show", type=int, default=0, metavar="N", help="also draw detections on the first N images")
-    e.add_argument("--batch-size", type=int, default=None, help="evaluation batch size")
+    e.add_argument("--show", type=NON_NEGATIVE_INT, default=0, metavar="N", help="also draw detections on the first N images")
+    e.add_argument("--batch-size", type=POSITIVE_INT, default=None, help="evaluation batch size")
     e.set_defaults(handler=cmd_eval)
 
 
 # ------------------------------------------------------------------------------------ train
 def _run_name(config: str, config_hash: str) -> str:
     label = Path(config).stem if config.endswith((".yaml", ".yml")) else config
-    return f"{label}-{config_hash}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return f"{safe_label(label)}-{config_hash}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _check_not_empty(config: str) -> None:
+    """A config file with no settings would silently train the defaults: refuse it."""
+    import yaml
+
+    path = Path(config)
+    if not (path.suffix in (".yaml", ".yml") or path.exists()) or not path.is_file():
+        return  # a preset name, or a missing file that load_config reports
+    try:
+        data = yaml.safe_load(path.read_bytes())
+    except (yaml.YAMLError, OSError):
+        return  # load_config reports it with its line
+    if data is None or data == {}:
+        raise ConfigError(f"{path}: the config file is empty; give at least one section "
+                          f"(data, model, optim, ...) or use a preset such as quickstart")
+
+
+def _load(config: str, overrides: list[str]) -> Any:
+    """load_config, blaming ``--set key`` when the bad value came from an override."""
+    _check_not_empty(config)  # before the imports below: they take seconds
+    from irstdlab.harness import configtree
+    from irstdlab.harness.config import load_config
+
+    try:
+        return load_config(config, overrides)
+    except ConfigError as exc:
+        keys = [".".join(configtree.parse_override(o)[0]) for o in overrides]
+        message = str(exc)
+        rest = message.partition(" with --set: ")[2]
+        for key in reversed(keys):  # the last --set of a key wins
+            if rest.startswith((f"{key}: ", f"{key}[")):
+                raise ConfigError(f"--set {rest}") from None
+        raise
+
+
+def _resume_hint(args: argparse.Namespace, name: str) -> str:
+    import shlex
+
+    words = ["irstdlab", "train", args.config]
+    for item in args.overrides:
+        words += ["--set", item]
+    words += ["--storage", args.storage, "--name", name]
+    if args.no_ray:
+        words.append("--no-ray")
+    if args.workers != 1:
+        words += ["--workers", str(args.workers)]
+    if args.gpus_per_worker:
+        words += ["--gpus-per-worker", f"{args.gpus_per_worker:g}"]
+    return shlex.join(words)
+
+
+def _missing_dirs(path: Path) -> list[Path]:
+    """``path`` and those of its ancestors that do not exist yet, deepest first."""
+    missing = []
+    while not path.exists() and path.parent != path:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def _remove_unstarted(created: list[Path]) -> None:
+    """Remove the run folder (and the empty parents) this command created, if no epoch finished."""
+    import shutil
+
+    run_dir = created[0]
+    progress = run_dir / "progress.jsonl"
+    if progress.is_file() and progress.stat().st_size > 0:
+        return  # an epoch finished: its checkpoint lets the run resume
+    shutil.rmtree(run_dir, ignore_errors=True)
+    for parent in created[1:]:
+        try:
+            parent.rmdir()  # only when empty
+        except OSError:
+            break
+
+
+def _check_same_config(run_dir: Path, config_text: str, name: str) -> None:
+    """Reusing a name resumes the run: refuse a different config before touching its files."""
+    path = run_dir / "config.yaml"
+    if path.is_file() and path.read_text(errors="replace") != config_text:
+        raise ConfigError(f"{path}: run {name!r} was started with a different config; resume it with the "
+                          f"same config and --set values, or choose another --name")
+
+
+def _preflight_data(cfg: Any) -> None:
+    """Open every split a local run reads (cheap: split files and image names), before any folder
+    is made: a wrong root or a missing split is one line, not a failed run."""
+    from irstdlab.datasets.build import ROLES
+    from irstdlab.datasets.errors import DatasetError
+    from irstdlab.datasets.readers import open_dataset
+
+    if cfg.data.root is None:
+        return  # generated in memory
+    for name in dict.fromkeys(cfg.data.split_names()[role] for role in ROLES):
+        reader = open_dataset(cfg.data.dataset, cfg.data.root, split=name, protocol=cfg.data.protocol,
+                              load_masks=False)
+        if len(reader) == 0:
+            raise DatasetError(reader.split_file, "split is empty")
 
 
 def _summary(metrics: dict[str, Any], checkpoint: str | None, cfg: Any, run_dir: Path, wall: float) -> dict[str, Any]:
@@ -81,22 +183,36 @@ def _summary(metrics: dict[str, Any], checkpoint: str | None, cfg: Any, run_dir:
 def cmd_train(args: argparse.Namespace) -> int:
     import yaml
 
-    from irstdlab.harness.config import load_config
-
-    cfg = load_config(args.config, args.overrides)
-    if args.workers < 1:
-        raise ConfigError(f"--workers: must be >= 1, got {args.workers}")
-    if args.gpus_per_worker < 0:
-        raise ConfigError(f"--gpus-per-worker: must be >= 0, got {args.gpus_per_worker}")
+    if args.name is not None:
+        validate_name(args.name, "--name")
+    storage = ensure_writable_dir(args.storage, "--storage")
     if args.no_ray and args.workers != 1:
         raise ConfigError("--no-ray runs one process: --workers must be 1")
+    cfg = _load(args.config, args.overrides)
     name = args.name or _run_name(args.config, cfg.config_hash)
-    storage = Path(args.storage)
     run_dir = storage / name
+    ensure_writable_dir(run_dir, "--name")
     if (run_dir / "summary.json").is_file():
         raise UserError(f"{run_dir}: run {name!r} already finished; choose another --name")
+    config_text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    _check_same_config(run_dir, config_text, name)
+    if not (args.address or os.environ.get("RAY_ADDRESS")):  # on a cluster the root is the workers' path
+        _preflight_data(cfg)
+    created = _missing_dirs(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    try:
+        (run_dir / "config.yaml").write_text(config_text)
+        return _train(args, cfg, name, storage, run_dir)
+    except KeyboardInterrupt:
+        print(f"irstdlab: train interrupted; resume with: {_resume_hint(args, name)}", file=sys.stderr)
+        return 130
+    except BaseException:
+        if created:
+            _remove_unstarted(created)
+        raise
+
+
+def _train(args: argparse.Namespace, cfg: Any, name: str, storage: Path, run_dir: Path) -> int:
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731 - progress goes to stderr
     where = "this process (no Ray)" if args.no_ray else f"Ray Train, {args.workers} worker(s)"
     log(f"irstdlab train: {args.config} (config {cfg.config_hash}, protocol {cfg.data.protocol}, "
@@ -143,11 +259,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import torch
     from torch.utils.data import DataLoader
 
-    from irstdlab.datasets.build import ROLES, build_datasets, collate_eval
-    from irstdlab.harness.evaluate import curves, predict, score
+    from irstdlab.datasets.build import ROLES, collate_eval
+    from irstdlab.harness.evaluate import curves, eval_dataset, predict, score
     from irstdlab.harness.trial import load_selected_model
 
+    validate_name(args.split, "--split")  # it names a split file and the default eval-<split> folder
     model, cfg, state = load_selected_model(args.checkpoint)
+    ckpt = Path(args.checkpoint)
+    out = Path(args.out) if args.out else (ckpt if ckpt.is_dir() else ckpt.parent) / f"eval-{args.split}"
+    ensure_writable_dir(out, "--out")  # before any evaluation work
     changes: dict[str, Any] = {}
     if args.dataset:
         changes["dataset"] = args.dataset
@@ -166,15 +286,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
         data_cfg.validate()
     except ValueError as exc:
         raise ConfigError(f"data.{exc}") from None
+    if data_cfg.dataset == "synthetic" and data_cfg.root is None and args.split not in ROLES:
+        raise ConfigError(f"--split {args.split}: the in-memory synthetic set has only the splits "
+                          f"{', '.join(ROLES)} (give --root for a set written by `irstdlab data synth`)")
     keep_original = cfg.eval.needs_noco or data_cfg.dataset == "sirstv2"  # mNoCoAP: OSCAR's metric on SIRST-V2
-    dataset = build_datasets(data_cfg, cfg.augment, seed=cfg.train.seed, keep_original=keep_original)[role]
+    dataset = eval_dataset(data_cfg, role, seed=cfg.train.seed, keep_original=keep_original)
     loader = DataLoader(dataset, batch_size=data_cfg.eval_batch_size, shuffle=False, collate_fn=collate_eval)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     preds = predict(model, loader, device)
     metrics = score(preds, data_cfg.protocol)
-    ckpt = Path(args.checkpoint)
-    out = Path(args.out) if args.out else (ckpt if ckpt.is_dir() else ckpt.parent) / f"eval-{args.split}"
     out.mkdir(parents=True, exist_ok=True)
     report = {"checkpoint": str(ckpt), "config_hash": state["config_hash"], "epoch": state["epoch"],
               "best_epoch": state["best_epoch"], "dataset": data_cfg.dataset, "split": args.split,

@@ -102,7 +102,28 @@ def build_space(opts: SearchOptions, stored: dict[str, Any] | None = None) -> Se
             raw["budget"] = budget
         if opts.searcher_seed is not None:
             raw["searcher_seed"] = opts.searcher_seed
+        if opts.overrides:
+            return _parse_with_overrides(raw, label, folder, opts.overrides)
     return loader.parse(yaml.safe_dump(raw, sort_keys=False), label, folder)
+
+
+def _parse_with_overrides(raw: dict[str, Any], label: str, folder: Path | None,
+                          overrides: Sequence[str]) -> SearchSpace:
+    """Parse the space with --set merged in; a problem with a --set key blames ``--set key``,
+    not the line of the space file the merged ``overrides:`` block happens to start on."""
+    import yaml
+
+    from irstdlab.harness import configtree
+
+    try:
+        return loader.parse(yaml.safe_dump(raw, sort_keys=False), label, folder)
+    except ConfigError as exc:
+        message = str(exc)
+        for key in reversed([".".join(configtree.parse_override(o)[0]) for o in overrides]):
+            marker = f": overrides: {key}: "
+            if marker in message:
+                raise ConfigError(f"--set {key}: {message.split(marker, 1)[1]}") from None
+        raise
 
 
 def check_models(space: SearchSpace) -> None:
@@ -225,9 +246,14 @@ def _stored_state(search_dir: Path) -> dict[str, Any] | None:
 
 def prepare(opts: SearchOptions) -> tuple[SearchSpace, str, str, dict[str, Any]]:
     """Validate everything that can be validated without Ray; returns (space, name, storage, state)."""
-    storage = os.path.abspath(opts.storage) if "://" not in opts.storage else opts.storage
-    if "://" in storage:
-        raise ConfigError(f"--storage {storage}: only shared file system paths are supported for now")
+    from irstdlab.harness.paths import ensure_writable_dir, validate_name
+
+    if "://" in opts.storage:
+        raise ConfigError(f"--storage {opts.storage}: only shared file system paths are supported for now")
+    if opts.name is not None:
+        validate_name(opts.name, "--name")
+    storage = os.path.abspath(ensure_writable_dir(opts.storage, "--storage"))
+    ensure_writable_dir(Path(storage) / "leaderboard", "--storage")
     if opts.resume:
         if not opts.name:
             raise ConfigError("--resume needs --name NAME (and the same --storage) of the search to continue")
@@ -243,8 +269,8 @@ def prepare(opts: SearchOptions) -> tuple[SearchSpace, str, str, dict[str, Any]]
                                   f"({stored['space_hash']} != {given.space_hash}); use another --name")
         return space, opts.name, storage, stored
     space = build_space(opts)
-    name = opts.name or space.name
-    search_dir = Path(storage) / name
+    name = opts.name or validate_name(space.name, f"{space.source}: name")
+    search_dir = ensure_writable_dir(Path(storage) / name, "--name")
     if search_dir.exists() and not opts.dry_run:
         raise ConfigError(f"{search_dir}: a search named {name!r} already exists here; "
                           f"use --resume to continue it or --name to start another")
@@ -293,8 +319,9 @@ def run_search(opts: SearchOptions, out: Any = sys.stdout) -> SearchOutcome | No
         opts.max_concurrent = state["max_concurrent"]
     print(summarize(space, state, opts), file=out, flush=True)
     if opts.dry_run:
-        preview = space.grid()[:5] if space.sampler == "grid" else _preview(space, 5)
-        print("  first configurations:", file=out)
+        shown = min(5, int(state["planned_configs"]))  # never more than the plan will run
+        preview = space.grid()[:shown] if space.sampler == "grid" else _preview(space, shown)
+        print(f"  first {shown} of {state['planned_configs']} configurations:", file=out)
         for point in preview:
             print(f"    {point}", file=out)
         return None
