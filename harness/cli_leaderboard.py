@@ -121,6 +121,8 @@ def _frame(args: argparse.Namespace, require_rows: bool = True):
     from irstdlab.leaderboards import query
     from irstdlab.leaderboards.errors import LeaderboardError
 
+    if any(not str(c).strip() for c in getattr(args, "group_by", None) or ()):
+        raise LeaderboardError("--group-by", "a column name must not be empty")
     lb = _open(args)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

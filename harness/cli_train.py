@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from irstdlab.harness.cli_args import GPUS, MAX_CPUS, NON_NEGATIVE_INT, POSITIVE_INT
+from irstdlab.harness.cli_args import GPUS, MAX_CPUS, NON_NEGATIVE_INT, POSITIVE_INT, int_range
 from irstdlab.harness.errors import ConfigError, UserError
 from irstdlab.harness.paths import ensure_writable_dir, safe_label, validate_name
 
@@ -57,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="box geometry and AP arithmetic (default: the checkpoint's)")
     e.add_argument("--out", default=None, help="output folder (default: <checkpoint>/eval-<split>)")
     e.add_argument("--show", type=NON_NEGATIVE_INT, default=0, metavar="N", help="also draw detections on the first N images")
-    e.add_argument("--batch-size", type=POSITIVE_INT, default=None, help="evaluation batch size")
+    e.add_argument("--batch-size", type=int_range(1, 4096), default=None, help="evaluation batch size")
     e.set_defaults(handler=cmd_eval)
 
 
@@ -114,6 +114,10 @@ def _resume_hint(args: argparse.Namespace, name: str) -> str:
         words += ["--workers", str(args.workers)]
     if args.gpus_per_worker:
         words += ["--gpus-per-worker", f"{args.gpus_per_worker:g}"]
+    if args.address:
+        words += ["--address", args.address]
+    if args.num_cpus:
+        words += ["--num-cpus", str(args.num_cpus)]
     return shlex.join(words)
 
 
@@ -188,6 +192,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     storage = ensure_writable_dir(args.storage, "--storage")
     if args.no_ray and args.workers != 1:
         raise ConfigError("--no-ray runs one process: --workers must be 1")
+    if args.no_ray and args.address:
+        raise ConfigError("--address joins a Ray cluster; it cannot be combined with --no-ray")
     cfg = _load(args.config, args.overrides)
     name = args.name or _run_name(args.config, cfg.config_hash)
     run_dir = storage / name
@@ -235,9 +241,14 @@ def _train(args: argparse.Namespace, cfg: Any, name: str, storage: Path, run_dir
         from irstdlab.harness import ray_runtime
 
         ray_runtime.init_local_ray(num_cpus=args.num_cpus, address=args.address)
-        result = ray_runtime.fit(cfg, storage=storage, name=name, workers=args.workers,
-                                 gpus_per_worker=args.gpus_per_worker)
+        try:
+            result = ray_runtime.fit(cfg, storage=storage, name=name, workers=args.workers,
+                                     gpus_per_worker=args.gpus_per_worker)
+        except SystemExit:  # Ray Train's own Ctrl-C handler exits the driver from inside fit()
+            raise KeyboardInterrupt from None
         metrics, checkpoint = result.metrics, result.checkpoint
+        if int(metrics.get("epoch") or 0) < cfg.schedule.epochs:
+            raise KeyboardInterrupt  # a gracefully aborted run: resumable, so no summary.json
     summary = _summary(metrics, checkpoint, cfg, run_dir, time.perf_counter() - start)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
     m = summary["metrics"]

@@ -321,7 +321,7 @@ def run_search(opts: SearchOptions, out: Any = sys.stdout) -> SearchOutcome | No
     if opts.dry_run:
         shown = min(5, int(state["planned_configs"]))  # never more than the plan will run
         preview = space.grid()[:shown] if space.sampler == "grid" else _preview(space, shown)
-        print(f"  first {shown} of {state['planned_configs']} configurations:", file=out)
+        print(f"  first configurations ({shown} of {state['planned_configs']}):", file=out)
         for point in preview:
             print(f"    {point}", file=out)
         return None

@@ -245,7 +245,7 @@ def test_dry_run_lists_as_many_configurations_as_the_plan_runs(tmp_path):
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     head = next(i for i, line in enumerate(lines) if "configurations:" in line)
-    assert "first 2 of 2 configurations" in lines[head]
+    assert "first configurations (2 of 2)" in lines[head]
     assert len([line for line in lines[head + 1:] if line.startswith("    {")]) == 2
     assert list(tmp_path.iterdir()) == []
 
@@ -303,3 +303,23 @@ def test_ctrl_c_prints_the_command_that_resumes_the_run(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resumed from" in resumed.stderr
     assert (tmp_path / "cc" / "summary.json").is_file()
+
+
+def test_ctrl_c_on_the_ray_path_also_prints_the_resume_command(tmp_path):
+    """Ray Train installs its own Ctrl-C handler (a graceful abort, then exit): still a hint, no summary."""
+    args = ["train", "quickstart", "--storage", str(tmp_path), "--name", "ray", "--num-cpus", "2", *TINY,
+            "--set", "schedule.epochs=30"]
+    proc = subprocess.Popen([sys.executable, "-m", "irstdlab.harness.cli", *args], stderr=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, text=True, cwd=tmp_path, env=ENV)
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if "epoch 1/30" in line:  # Ray prefixes the driver's lines with the controller's pid
+            proc.send_signal(signal.SIGINT)
+            break
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=180) == 130, "".join(seen)[-3000:] + rest
+    hint = rest.strip().splitlines()[-1]
+    assert hint.startswith("irstdlab: train interrupted; resume with: irstdlab train quickstart"), rest
+    assert "--name ray" in hint and "--num-cpus 2" in hint and "--no-ray" not in hint
+    assert (tmp_path / "ray" / "progress.jsonl").is_file() and not (tmp_path / "ray" / "summary.json").exists()
