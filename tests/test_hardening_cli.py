@@ -244,7 +244,7 @@ def test_dry_run_lists_as_many_configurations_as_the_plan_runs(tmp_path):
     proc = cli("search", "--dry-run", "--num-samples", "2", "--storage", str(tmp_path), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    head = next(i for i, line in enumerate(lines) if "configurations:" in line)
+    head = next(i for i, line in enumerate(lines) if "first configurations" in line)
     assert "first configurations (2 of 2)" in lines[head]
     assert len([line for line in lines[head + 1:] if line.startswith("    {")]) == 2
     assert list(tmp_path.iterdir()) == []
