@@ -89,16 +89,25 @@ def _load(config: str, overrides: list[str]) -> Any:
     from irstdlab.harness import configtree
     from irstdlab.harness.config import load_config
 
+    keys = [".".join(configtree.parse_override(o)[0]) for o in overrides]
     try:
-        return load_config(config, overrides)
+        cfg = load_config(config, overrides)
     except ConfigError as exc:
-        keys = [".".join(configtree.parse_override(o)[0]) for o in overrides]
-        message = str(exc)
-        rest = message.partition(" with --set: ")[2]
+        rest = str(exc).partition(" with --set: ")[2]
         for key in reversed(keys):  # the last --set of a key wins
             if rest.startswith((f"{key}: ", f"{key}[")):
                 raise ConfigError(f"--set {rest}") from None
+        if rest:
+            load_config(config)  # an error of the file itself is reported as such
+            raise ConfigError(f"--set {', '.join(keys)}: with these values, {rest}") from None
         raise
+    from irstdlab.models import list_models
+
+    if cfg.model.name not in list_models():  # else the model build fails after the run folder exists
+        where = "--set model.name" if "model.name" in keys else f"{config}: model.name"
+        raise ConfigError(f"{where}: {cfg.model.name!r} is not a registered detector "
+                          f"(registered: {', '.join(list_models())})")
+    return cfg
 
 
 def _resume_hint(args: argparse.Namespace, name: str) -> str:

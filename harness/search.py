@@ -109,21 +109,32 @@ def build_space(opts: SearchOptions, stored: dict[str, Any] | None = None) -> Se
 
 def _parse_with_overrides(raw: dict[str, Any], label: str, folder: Path | None,
                           overrides: Sequence[str]) -> SearchSpace:
-    """Parse the space with --set merged in; a problem with a --set key blames ``--set key``,
-    not the line of the space file the merged ``overrides:`` block happens to start on."""
+    """Parse the space with --set merged in. The file alone parsed cleanly, so a problem now comes
+    from --set: blame ``--set key``, not the line the merged ``overrides:`` block starts on."""
     import yaml
-
-    from irstdlab.harness import configtree
 
     try:
         return loader.parse(yaml.safe_dump(raw, sort_keys=False), label, folder)
     except ConfigError as exc:
-        message = str(exc)
-        for key in reversed([".".join(configtree.parse_override(o)[0]) for o in overrides]):
-            marker = f": overrides: {key}: "
+        raise blame_set(str(exc), overrides) from None
+
+
+def blame_set(message: str, overrides: Sequence[str], only_named: bool = False) -> ConfigError:
+    """A space error caused by ``--set`` values, reworded to name the option (and the key).
+
+    ``only_named``: the error may come from the file too; reword it only when it names a --set key.
+    """
+    from irstdlab.harness import configtree
+
+    keys = [".".join(configtree.parse_override(o)[0]) for o in overrides]
+    for key in reversed(keys):  # the last --set of a key wins
+        for marker in (f": overrides: {key}: ", f": {key}: "):
             if marker in message:
-                raise ConfigError(f"--set {key}: {message.split(marker, 1)[1]}") from None
-        raise
+                return ConfigError(f"--set {key}: {message.split(marker, 1)[1]}")
+    if only_named:
+        return ConfigError(message)
+    _, marker, rest = message.partition(": overrides: ")
+    return ConfigError(f"--set {', '.join(keys)}: with these values, {rest if marker else message}")
 
 
 def check_models(space: SearchSpace) -> None:
@@ -274,7 +285,10 @@ def prepare(opts: SearchOptions) -> tuple[SearchSpace, str, str, dict[str, Any]]
     if search_dir.exists() and not opts.dry_run:
         raise ConfigError(f"{search_dir}: a search named {name!r} already exists here; "
                           f"use --resume to continue it or --name to start another")
-    check_models(space)
+    try:
+        check_models(space)
+    except ConfigError as exc:
+        raise blame_set(str(exc), opts.overrides, only_named=True) from None
     configs = len(space.grid()) if space.sampler == "grid" else space.budget.num_samples
     if opts.num_samples is not None:
         configs = min(configs, opts.num_samples) if space.sampler == "grid" else opts.num_samples

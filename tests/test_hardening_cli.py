@@ -209,6 +209,17 @@ def test_a_bad_set_value_blames_the_set_option_not_the_space_file(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("command", [["search", "--dry-run"], ["search"], ["train", "quickstart", "--no-ray"]])
+@pytest.mark.parametrize("setting,words", [
+    ("model.name=bogus", ["--set model.name", "'bogus' is not a registered detector"]),
+    ("data.dataset=densesirst", ["--set data.dataset", "data.root: required"]),  # a consequence of the --set
+])
+def test_a_set_value_that_breaks_the_space_or_config_is_blamed_on_set(command, setting, words, tmp_path):
+    line = one_line_error(cli(*command, "--set", setting, "--storage", str(tmp_path), cwd=tmp_path), *words)
+    assert ".yaml" not in line
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_no_rows_names_what_selected_them(board, tmp_path):
     line = one_line_error(cli("leaderboard", "show", "--protocol", "clean", "--storage", str(board), cwd=tmp_path),
                           "no rows match the selection", "--protocol clean")
