@@ -66,12 +66,31 @@ def float_range(lo: float | None = None, hi: float | None = None, *, lo_open: bo
     return parse
 
 
+def resource_amount(allow_zero: bool) -> Callable[[str], float]:
+    """argparse type: a Ray resource request (CPUs or GPUs per worker): finite, at most 1024, and
+    a multiple of 0.0001 (Ray's granularity for fractional resources); 0 only if ``allow_zero``."""
+    bounded = float_range(0.0, 1024.0, lo_open=not allow_zero)
+
+    def parse(text: str) -> float:
+        value = bounded(text)
+        if value and (value < RESOURCE_STEP or abs(round(value, 4) - value) > 1e-12):
+            raise argparse.ArgumentTypeError(f"must be {'0 or ' if allow_zero else ''}a multiple of "
+                                             f"{RESOURCE_STEP:g} (Ray's smallest resource unit), got {text}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+RESOURCE_STEP = 0.0001
 # the options most commands share
 POSITIVE_INT = int_range(1)
 NON_NEGATIVE_INT = int_range(0)
 SEED = int_range(0, 2**32 - 1)  # numpy and Optuna seed ranges
 MAX_CPUS = int_range(1, 1 << 16)
-GPUS = float_range(0.0, 1024.0)
+WORKERS = int_range(1, 1024)
+GPUS = resource_amount(allow_zero=True)
+CPUS = resource_amount(allow_zero=False)
 
-__all__ = ["GPUS", "MAX_CPUS", "NON_NEGATIVE_INT", "POSITIVE_INT", "SEED", "OneLineParser", "float_range",
-           "int_range"]
+__all__ = ["CPUS", "GPUS", "MAX_CPUS", "NON_NEGATIVE_INT", "POSITIVE_INT", "SEED", "WORKERS", "OneLineParser",
+           "float_range", "int_range", "resource_amount"]

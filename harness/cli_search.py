@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from irstdlab.harness.cli_args import GPUS, MAX_CPUS, POSITIVE_INT, SEED, float_range
+from irstdlab.harness.cli_args import CPUS, GPUS, MAX_CPUS, SEED, WORKERS, int_range
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,12 +20,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="results root; on a cluster a path every node can reach (default: ./irstdlab-runs)")
     p.add_argument("--address", help="Ray cluster to join ('auto' or an address; default: RAY_ADDRESS, "
                                      "else an embedded local Ray on 127.0.0.1)")
-    p.add_argument("--num-samples", type=POSITIVE_INT, help="configurations to sample (grid: at most this many)")
-    p.add_argument("--max-epochs", type=POSITIVE_INT, help="override the space's full-fidelity epochs")
-    p.add_argument("--max-concurrent", type=POSITIVE_INT, help="trials running at once (default: as resources allow)")
-    p.add_argument("--workers-per-trial", type=POSITIVE_INT, default=1, help="Ray Train workers per trial (DDP)")
+    p.add_argument("--num-samples", type=int_range(1, 1_000_000), help="configurations to sample (grid: at most this many)")
+    p.add_argument("--max-epochs", type=int_range(1, 100_000), help="override the space's full-fidelity epochs")
+    p.add_argument("--max-concurrent", type=int_range(1, 100_000), help="trials running at once (default: as resources allow)")
+    p.add_argument("--workers-per-trial", type=WORKERS, default=1, help="Ray Train workers per trial (DDP)")
     p.add_argument("--gpus-per-worker", type=GPUS, default=0.0)
-    p.add_argument("--cpus-per-worker", type=float_range(0.0, 1024.0, lo_open=True), default=1.0)
+    p.add_argument("--cpus-per-worker", type=CPUS, default=1.0)
     p.add_argument("--trial-backend", choices=("auto", "direct", "train"), default="auto",
                    help="direct: the loop runs in the Tune trial; train: a nested TorchTrainer; "
                         "auto: train only for more than one worker")
@@ -78,4 +78,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _storage(args: argparse.Namespace) -> str:
-    return args.storage
+    import shlex
+
+    return shlex.quote(args.storage)  # the hint is pasted into a shell

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from irstdlab.harness.cli_args import GPUS, MAX_CPUS, NON_NEGATIVE_INT, POSITIVE_INT, int_range
+from irstdlab.harness.cli_args import GPUS, MAX_CPUS, NON_NEGATIVE_INT, WORKERS, int_range
 from irstdlab.harness.errors import ConfigError, UserError
 from irstdlab.harness.paths import ensure_writable_dir, safe_label, validate_name
 
@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="a YAML file or a preset name (default: quickstart)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value (YAML-parsed), e.g. --set schedule.epochs=2; repeatable")
-    p.add_argument("--workers", type=POSITIVE_INT, default=1, help="Ray Train workers (DDP); default 1")
+    p.add_argument("--workers", type=WORKERS, default=1, help="Ray Train workers (DDP); default 1")
     p.add_argument("--gpus-per-worker", type=GPUS, default=0.0, help="GPUs per worker (0 = CPU, gloo)")
     p.add_argument("--no-ray", action="store_true", help="train in this process without Ray")
     p.add_argument("--storage", default=DEFAULT_STORAGE, help=f"results folder (default {DEFAULT_STORAGE})")
