@@ -26,6 +26,8 @@ from typing import Any
 from irstdlab.harness.cli_args import GPUS, MAX_CPUS, NON_NEGATIVE_INT, WORKERS, int_range
 from irstdlab.harness.errors import ConfigError, UserError
 from irstdlab.harness.paths import ensure_writable_dir, safe_label, validate_name
+from irstdlab.harness.preflight import (check_same_config, load_checked, missing_dirs, preflight_data,
+                                           remove_unstarted, resume_hint)
 
 DEFAULT_STORAGE = "./irstdlab-runs"
 
@@ -67,118 +69,6 @@ def _run_name(config: str, config_hash: str) -> str:
     return f"{safe_label(label)}-{config_hash}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def _check_not_empty(config: str) -> None:
-    """A config file with no settings would silently train the defaults: refuse it."""
-    import yaml
-
-    path = Path(config)
-    if not (path.suffix in (".yaml", ".yml") or path.exists()) or not path.is_file():
-        return  # a preset name, or a missing file that load_config reports
-    try:
-        data = yaml.safe_load(path.read_bytes())
-    except (yaml.YAMLError, OSError):
-        return  # load_config reports it with its line
-    if data is None or data == {}:
-        raise ConfigError(f"{path}: the config file is empty; give at least one section "
-                          f"(data, model, optim, ...) or use a preset such as quickstart")
-
-
-def _load(config: str, overrides: list[str]) -> Any:
-    """load_config, blaming ``--set key`` when the bad value came from an override."""
-    _check_not_empty(config)  # before the imports below: they take seconds
-    from irstdlab.harness import configtree
-    from irstdlab.harness.config import load_config
-
-    keys = [".".join(configtree.parse_override(o)[0]) for o in overrides]
-    try:
-        cfg = load_config(config, overrides)
-    except ConfigError as exc:
-        rest = str(exc).partition(" with --set: ")[2]
-        for key in reversed(keys):  # the last --set of a key wins
-            if rest.startswith((f"{key}: ", f"{key}[")):
-                raise ConfigError(f"--set {rest}") from None
-        if rest:
-            load_config(config)  # an error of the file itself is reported as such
-            raise ConfigError(f"--set {', '.join(keys)}: with these values, {rest}") from None
-        raise
-    from irstdlab.models import list_models
-
-    if cfg.model.name not in list_models():  # else the model build fails after the run folder exists
-        where = "--set model.name" if "model.name" in keys else f"{config}: model.name"
-        raise ConfigError(f"{where}: {cfg.model.name!r} is not a registered detector "
-                          f"(registered: {', '.join(list_models())})")
-    return cfg
-
-
-def _resume_hint(args: argparse.Namespace, name: str) -> str:
-    import shlex
-
-    words = ["irstdlab", "train", args.config]
-    for item in args.overrides:
-        words += ["--set", item]
-    words += ["--storage", args.storage, "--name", name]
-    if args.no_ray:
-        words.append("--no-ray")
-    if args.workers != 1:
-        words += ["--workers", str(args.workers)]
-    if args.gpus_per_worker:
-        words += ["--gpus-per-worker", f"{args.gpus_per_worker:g}"]
-    if args.address:
-        words += ["--address", args.address]
-    if args.num_cpus:
-        words += ["--num-cpus", str(args.num_cpus)]
-    return shlex.join(words)
-
-
-def _missing_dirs(path: Path) -> list[Path]:
-    """``path`` and those of its ancestors that do not exist yet, deepest first."""
-    missing = []
-    while not path.exists() and path.parent != path:
-        missing.append(path)
-        path = path.parent
-    return missing
-
-
-def _remove_unstarted(created: list[Path]) -> None:
-    """Remove the run folder (and the empty parents) this command created, if no epoch finished."""
-    import shutil
-
-    run_dir = created[0]
-    progress = run_dir / "progress.jsonl"
-    if progress.is_file() and progress.stat().st_size > 0:
-        return  # an epoch finished: its checkpoint lets the run resume
-    shutil.rmtree(run_dir, ignore_errors=True)
-    for parent in created[1:]:
-        try:
-            parent.rmdir()  # only when empty
-        except OSError:
-            break
-
-
-def _check_same_config(run_dir: Path, config_text: str, name: str) -> None:
-    """Reusing a name resumes the run: refuse a different config before touching its files."""
-    path = run_dir / "config.yaml"
-    if path.is_file() and path.read_text(errors="replace") != config_text:
-        raise ConfigError(f"{path}: run {name!r} was started with a different config; resume it with the "
-                          f"same config and --set values, or choose another --name")
-
-
-def _preflight_data(cfg: Any) -> None:
-    """Open every split a local run reads (cheap: split files and image names), before any folder
-    is made: a wrong root or a missing split is one line, not a failed run."""
-    from irstdlab.datasets.build import ROLES
-    from irstdlab.datasets.errors import DatasetError
-    from irstdlab.datasets.readers import open_dataset
-
-    if cfg.data.root is None:
-        return  # generated in memory
-    for name in dict.fromkeys(cfg.data.split_names()[role] for role in ROLES):
-        reader = open_dataset(cfg.data.dataset, cfg.data.root, split=name, protocol=cfg.data.protocol,
-                              load_masks=False)
-        if len(reader) == 0:
-            raise DatasetError(reader.split_file, "split is empty")
-
-
 def _summary(metrics: dict[str, Any], checkpoint: str | None, cfg: Any, run_dir: Path, wall: float) -> dict[str, Any]:
     clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
     return {
@@ -203,27 +93,27 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ConfigError("--no-ray runs one process: --workers must be 1")
     if args.no_ray and args.address:
         raise ConfigError("--address joins a Ray cluster; it cannot be combined with --no-ray")
-    cfg = _load(args.config, args.overrides)
+    cfg = load_checked(args.config, args.overrides)
     name = args.name or _run_name(args.config, cfg.config_hash)
     run_dir = storage / name
     ensure_writable_dir(run_dir, "--name")
     if (run_dir / "summary.json").is_file():
         raise UserError(f"{run_dir}: run {name!r} already finished; choose another --name")
     config_text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
-    _check_same_config(run_dir, config_text, name)
+    check_same_config(run_dir, config_text, name)
     if not (args.address or os.environ.get("RAY_ADDRESS")):  # on a cluster the root is the workers' path
-        _preflight_data(cfg)
-    created = _missing_dirs(run_dir)
+        preflight_data(cfg)
+    created = missing_dirs(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
         (run_dir / "config.yaml").write_text(config_text)
         return _train(args, cfg, name, storage, run_dir)
     except KeyboardInterrupt:
-        print(f"irstdlab: train interrupted; resume with: {_resume_hint(args, name)}", file=sys.stderr)
+        print(f"irstdlab: train interrupted; resume with: {resume_hint(args, name)}", file=sys.stderr)
         return 130
     except BaseException:
         if created:
-            _remove_unstarted(created)
+            remove_unstarted(created)
         raise
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal, Sequence
 
 from irstdlab.harness.errors import ConfigError
+from irstdlab.harness.paths import ensure_writable_dir, validate_name
 from irstdlab.harness.search_trainable import SearchContext, TrialResources
 from irstdlab.search_spaces import loader
 from irstdlab.search_spaces.loader import SEED_INDEX_KEY, SearchSpace
@@ -102,39 +103,14 @@ def build_space(opts: SearchOptions, stored: dict[str, Any] | None = None) -> Se
             raw["budget"] = budget
         if opts.searcher_seed is not None:
             raw["searcher_seed"] = opts.searcher_seed
-        if opts.overrides:
-            return _parse_with_overrides(raw, label, folder, opts.overrides)
-    return loader.parse(yaml.safe_dump(raw, sort_keys=False), label, folder)
-
-
-def _parse_with_overrides(raw: dict[str, Any], label: str, folder: Path | None,
-                          overrides: Sequence[str]) -> SearchSpace:
-    """Parse the space with --set merged in. The file alone parsed cleanly, so a problem now comes
-    from --set: blame ``--set key``, not the line the merged ``overrides:`` block starts on."""
-    import yaml
-
     try:
         return loader.parse(yaml.safe_dump(raw, sort_keys=False), label, folder)
     except ConfigError as exc:
-        raise blame_set(str(exc), overrides) from None
+        if stored is not None or not opts.overrides:
+            raise
+        from irstdlab.harness.preflight import blame_set  # the file alone parsed: --set broke it
 
-
-def blame_set(message: str, overrides: Sequence[str], only_named: bool = False) -> ConfigError:
-    """A space error caused by ``--set`` values, reworded to name the option (and the key).
-
-    ``only_named``: the error may come from the file too; reword it only when it names a --set key.
-    """
-    from irstdlab.harness import configtree
-
-    keys = [".".join(configtree.parse_override(o)[0]) for o in overrides]
-    for key in reversed(keys):  # the last --set of a key wins
-        for marker in (f": overrides: {key}: ", f": {key}: "):
-            if marker in message:
-                return ConfigError(f"--set {key}: {message.split(marker, 1)[1]}")
-    if only_named:
-        return ConfigError(message)
-    _, marker, rest = message.partition(": overrides: ")
-    return ConfigError(f"--set {', '.join(keys)}: with these values, {rest if marker else message}")
+        raise blame_set(str(exc), opts.overrides) from None
 
 
 def check_models(space: SearchSpace) -> None:
@@ -257,8 +233,6 @@ def _stored_state(search_dir: Path) -> dict[str, Any] | None:
 
 def prepare(opts: SearchOptions) -> tuple[SearchSpace, str, str, dict[str, Any]]:
     """Validate everything that can be validated without Ray; returns (space, name, storage, state)."""
-    from irstdlab.harness.paths import ensure_writable_dir, validate_name
-
     if "://" in opts.storage:
         raise ConfigError(f"--storage {opts.storage}: only shared file system paths are supported for now")
     if opts.name is not None:
@@ -287,7 +261,8 @@ def prepare(opts: SearchOptions) -> tuple[SearchSpace, str, str, dict[str, Any]]
                           f"use --resume to continue it or --name to start another")
     try:
         check_models(space)
-    except ConfigError as exc:
+    except ConfigError as exc:  # a --set model.name is blamed as such
+        from irstdlab.harness.preflight import blame_set
         raise blame_set(str(exc), opts.overrides, only_named=True) from None
     configs = len(space.grid()) if space.sampler == "grid" else space.budget.num_samples
     if opts.num_samples is not None:
