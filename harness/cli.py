@@ -31,7 +31,9 @@ def package_version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from irstdlab.harness.cli_args import OneLineParser
+
+    parser = OneLineParser(
         prog="irstdlab",
         description="Search, train and benchmark infrared small target detectors.",
     )
@@ -74,6 +76,12 @@ def main(argv: list[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 141
+    except OSError as exc:  # a path the up-front checks could not foresee (disk full, permissions)
+        if args.debug:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"irstdlab: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
 
 
 def entry() -> None:  # pragma: no cover - thin wrapper for the console script

@@ -11,8 +11,13 @@ import json
 import sys
 from pathlib import Path
 
+from irstdlab.harness.cli_args import SEED, int_range
+from irstdlab.harness.paths import ensure_writable_dir, ensure_writable_file, validate_name
+
 DATASETS = ("densesirst", "sirstv2", "synthetic")
 MAX_LISTED = 20  # problems shown in the readable report; --json has them all
+MAX_IMAGES = 1_000_000
+MAX_SIDE = 8192  # one synthetic image is side^2 floats while it is drawn
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -46,22 +51,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     synth = sub.add_parser("synth", help="write a synthetic data set in the DenseSIRST layout")
     synth.add_argument("--out", required=True, type=Path, help="new (or empty) folder to become the data-set root")
-    synth.add_argument("--images", required=True, type=_positive_int, help="number of images")
-    synth.add_argument("--size", type=_positive_int, default=128, help="image side in pixels (>= 128; default 128)")
-    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--images", required=True, type=int_range(1, MAX_IMAGES), help="number of images")
+    synth.add_argument("--size", type=int_range(128, MAX_SIDE), default=128,
+                       help=f"image side in pixels (128 to {MAX_SIDE}; default 128)")
+    synth.add_argument("--seed", type=SEED, default=0)
     synth.add_argument("--difficulty", choices=("easy", "medium", "hard"), default="medium")
     synth.add_argument("--overwrite", action="store_true", help="replace an existing data set in --out")
     synth.set_defaults(handler=run_synth)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
-    return value
 
 
 def _print_help(parser: argparse.ArgumentParser) -> int:
@@ -69,9 +65,15 @@ def _print_help(parser: argparse.ArgumentParser) -> int:
     return 2
 
 
+def _check_splits(args: argparse.Namespace) -> None:
+    for split in args.split or ():
+        validate_name(split, "--split")  # it names a file under Splits/
+
+
 def run_check(args: argparse.Namespace) -> int:
     from irstdlab.datasets.checks import check_dataset
 
+    _check_splits(args)
     report = check_dataset(args.dataset, args.root, args.split)
     if args.json:
         print(report.to_json())
@@ -98,6 +100,8 @@ def run_stats(args: argparse.Namespace) -> int:
     from irstdlab.datasets.readers import open_dataset, reader_class
     from irstdlab.datasets.stats import DatasetStats, write_stats
 
+    _check_splits(args)
+    ensure_writable_dir(args.out, "--out")  # before reading every image
     splits = args.split or [reader_class(args.dataset).default_split]
     stats, seen = DatasetStats(), set()
     for split in splits:
@@ -119,10 +123,12 @@ def run_preview(args: argparse.Namespace) -> int:
     from irstdlab.datasets.stats import write_preview
     from irstdlab.harness.errors import UserError
 
-    reader = reader_class(args.dataset)(args.root, ids=[args.id])
+    validate_name(args.id, "ID")  # it names the image file and the default output
     out = args.out or Path(f"preview_{args.id}.png")
     if out.suffix.lower() != ".png":
         raise UserError(f"--out {out}: the preview is written as PNG; use a .png name")
+    ensure_writable_file(out, "--out")
+    reader = reader_class(args.dataset)(args.root, ids=[args.id])
     write_preview(reader.sample(args.id), out)
     print(f"wrote {out}")
     return 0
@@ -131,6 +137,7 @@ def run_preview(args: argparse.Namespace) -> int:
 def run_synth(args: argparse.Namespace) -> int:
     from irstdlab.datasets.synthetic import write_dataset
 
+    ensure_writable_dir(args.out, "--out")
     summary = write_dataset(args.out, num_images=args.images, size=args.size, seed=args.seed,
                             difficulty=args.difficulty, overwrite=args.overwrite)
     print(json.dumps(summary, indent=2, default=str))

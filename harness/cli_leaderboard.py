@@ -15,8 +15,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from irstdlab.harness.cli_args import NON_NEGATIVE_INT, POSITIVE_INT, float_range, int_range
+from irstdlab.harness.paths import ensure_writable_dir, ensure_writable_file, validate_name
+
 PLOT_KINDS = ("bars", "pareto", "ablation", "pr", "history")
 DEFAULT_LEADERBOARD = "./irstdlab-runs/leaderboard"  # where `search` and `train` write without --storage
+MAX_BOOT = 1_000_000  # resample weights are n_boot x n floats: beyond this a typo exhausts memory
 
 
 def _where(p: argparse.ArgumentParser) -> None:
@@ -47,7 +51,7 @@ def register(subparsers: Any) -> None:
     p = sub.add_parser("show", help="ranked table per (protocol, dataset)")
     _selection(p)
     p.add_argument("--by", help="metric to rank by, e.g. val/mAP07 (default val/mAP07 or test/mAP07)")
-    p.add_argument("--top", type=int, default=20, metavar="K", help="rows per block (default 20; 0 = all)")
+    p.add_argument("--top", type=NON_NEGATIVE_INT, default=20, metavar="K", help="rows per block (default 20; 0 = all)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=_show)
 
@@ -56,9 +60,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--group-by", nargs="+", default=["model"], metavar="COL",
                    help="model, config_hash, param.X ... (default model)")
     p.add_argument("--metric", help="metric, e.g. val/mAP07")
-    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
-    p.add_argument("--confidence", type=float, default=0.95, help="interval level (default 0.95)")
-    p.add_argument("--top", type=int, default=30, metavar="K",
+    p.add_argument("--n-boot", type=int_range(1, MAX_BOOT), default=2000,
+                   help=f"bootstrap resamples (default 2000, at most {MAX_BOOT})")
+    p.add_argument("--confidence", type=float_range(0.0, 1.0, lo_open=True, hi_open=True), default=0.95,
+                   help="interval level, in (0, 1) (default 0.95)")
+    p.add_argument("--top", type=NON_NEGATIVE_INT, default=30, metavar="K",
                    help="groups printed per block, best first (default 30; 0 = all; --json has all)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=_compare)
@@ -70,7 +76,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--metric", help="metric, e.g. val/mAP07")
     p.add_argument("--param", help="ablation: the searched parameter (param.X or X)")
     p.add_argument("--group-by", nargs="+", metavar="COL", help="bars: grouping columns (default model)")
-    p.add_argument("--top", type=int, default=5, help="pr: curves of the best K rows (default 5)")
+    p.add_argument("--top", type=POSITIVE_INT, default=5, help="pr: curves of the best K rows (default 5)")
     p.add_argument("--no-paper", action="store_true", help="ablation: do not overlay the paper's values")
     p.set_defaults(handler=_plot)
 
@@ -119,11 +125,14 @@ def _open(args: argparse.Namespace, must_exist: bool = True):
     return lb
 
 
-def _frame(args: argparse.Namespace):
+def _frame(args: argparse.Namespace, require_rows: bool = True):
     import warnings
 
     from irstdlab.leaderboards import query
+    from irstdlab.leaderboards.errors import LeaderboardError
 
+    if any(not str(c).strip() for c in getattr(args, "group_by", None) or ()):
+        raise LeaderboardError("--group-by", "a column name must not be empty")
     lb = _open(args)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -131,18 +140,47 @@ def _frame(args: argparse.Namespace):
                      search=getattr(args, "search", None))
     for w in caught:
         print(f"irstdlab: warning: {w.message}", file=sys.stderr)
-    return query.select(df, filter=args.filter, include_partial=args.include_partial,
-                        protocol=args.protocol, dataset=args.dataset) if len(df) else df
+    df = query.select(df, filter=args.filter, include_partial=args.include_partial,
+                      protocol=args.protocol, dataset=args.dataset) if len(df) else df
+    if require_rows and not len(df):
+        raise LeaderboardError(lb.root, f"no rows match the selection ({_describe_selection(args)})")
+    return df
+
+
+def _describe_selection(args: argparse.Namespace) -> str:
+    """What chose the rows, in the words of the options, for "no rows match" messages."""
+    parts = [f"--search {args.search}"] if getattr(args, "search", None) else []
+    parts += [f"--filter {args.filter!r}"] if args.filter else []
+    parts += [f"--{flag} {getattr(args, flag)}" for flag in ("protocol", "dataset") if getattr(args, flag)]
+    if not args.include_partial:
+        parts.append("completed full-fidelity rows only; --include-partial adds the others")
+    return "; ".join(parts) or "every row"
+
+
+def _metric(df: Any, name: str | None, option: str) -> str | None:
+    """A metric option resolved to its column; it must hold numbers (``--by model`` is refused)."""
+    import pandas as pd
+
+    from irstdlab.leaderboards import query
+    from irstdlab.leaderboards.errors import LeaderboardError
+
+    if name is None or not len(df):
+        return name
+    if not name.strip():
+        raise LeaderboardError(option, "must not be empty")
+    column = query.resolve_metric(df, name)
+    numeric = pd.api.types.is_numeric_dtype(df[column]) and not pd.api.types.is_bool_dtype(df[column])
+    if not (column.startswith(("metric.", "best.")) or numeric):
+        known = ", ".join(c.split(".", 1)[1] for c in query.metric_columns(df)) or "none"
+        raise LeaderboardError(option, f"{name!r} is a column of labels, not a metric; metrics here: {known[:300]}")
+    return column
 
 
 def _show(args: argparse.Namespace) -> int:
     from irstdlab.leaderboards import query
-    from irstdlab.leaderboards.errors import LeaderboardError
 
     df = _frame(args)
-    if not len(df):
-        raise LeaderboardError(_selection_name(args), "no rows match")
-    by = query.resolve_metric(df, args.by)
+    by = _metric(df, args.by, "--by") or query.resolve_metric(df, None)
     tables = []  # (protocol, dataset, kind, metric, rows): runs and paper rows ranked apart
     for (protocol, dataset), block in query.blocks(df):
         is_run = (block["source"] == "run").to_numpy() if "source" in block.columns else [True] * len(block)
@@ -168,17 +206,11 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _selection_name(args: argparse.Namespace) -> str:
-    """What narrowed the rows down, for a 'no rows match' message."""
-    used = [f"--{k.replace('_', '-')} {getattr(args, k)!r}" for k in ("search", "filter", "protocol", "dataset")
-            if getattr(args, k, None)]
-    return " ".join(used) if used else "leaderboard"
-
-
 def _compare(args: argparse.Namespace) -> int:
     from irstdlab.leaderboards import compare
 
-    blocks = compare.compare(_frame(args), args.metric, args.group_by, n_boot=args.n_boot,
+    df = _frame(args)
+    blocks = compare.compare(df, _metric(df, args.metric, "--metric"), args.group_by, n_boot=args.n_boot,
                              confidence=args.confidence)
     if args.json:
         print(json.dumps(compare.to_dict(blocks), indent=1, default=str))
@@ -191,12 +223,13 @@ def _plot(args: argparse.Namespace) -> int:
     from irstdlab.leaderboards import plots
     from irstdlab.leaderboards.errors import LeaderboardError
 
-    df = _frame(args)
-    out = Path(args.out or f"leaderboard-{args.kind}.png")
+    out = _image_path(args.out or f"leaderboard-{args.kind}.png")
+    df = _frame(args, require_rows=not (args.kind == "ablation" and not args.no_paper))
+    metric = _metric(df, args.metric, "--metric")
     if args.kind == "bars":
-        plots.plot_bars(df, out, args.metric, args.group_by)
+        plots.plot_bars(df, out, metric, args.group_by)
     elif args.kind == "pareto":
-        plots.plot_pareto(df, out, args.metric)
+        plots.plot_pareto(df, out, metric)
     elif args.kind == "ablation":
         if not args.param:
             raise LeaderboardError("--param", "required for plot ablation")
@@ -206,20 +239,37 @@ def _plot(args: argparse.Namespace) -> int:
 
             paper = paper_frame()
         runs = df[df["source"] == "run"] if len(df) else df
-        plots.plot_ablation(runs, out, args.param, args.metric, paper)
+        plots.plot_ablation(runs, out, args.param, metric, paper)
     elif args.kind == "pr":
-        plots.plot_pr(df, out, args.metric, args.top)
+        plots.plot_pr(df, out, metric, args.top)
     else:
-        plots.plot_history(df, out, args.metric)
+        plots.plot_history(df, out, metric)
     print(out)
     return 0
+
+
+def _image_path(text: str) -> Path:
+    """--out of a plot: a writable file whose suffix matplotlib can write."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    from irstdlab.leaderboards.errors import LeaderboardError
+
+    out = ensure_writable_file(text, "--out")
+    kinds = FigureCanvasBase.get_supported_filetypes()
+    if out.suffix and out.suffix[1:].lower() not in kinds:
+        raise LeaderboardError("--out", f"{text}: matplotlib cannot write {out.suffix!r} images; use .png, .svg or .pdf")
+    return out
 
 
 def _export(args: argparse.Namespace) -> int:
     from irstdlab.leaderboards import export
 
-    metrics = [m.strip() for arg in args.metric or () for m in arg.split(",") if m.strip()] or None
-    result = export.export(_frame(args), args.format, args.out, metrics, args.group_by)
+    if args.out is not None:
+        ensure_writable_file(args.out, "--out")
+    df = _frame(args)
+    names = [m.strip() for arg in args.metric or () for m in arg.split(",") if m.strip()]
+    metrics = [_metric(df, m, "--metrics") for m in names] or None
+    result = export.export(df, args.format, args.out, metrics, args.group_by)
     if args.out:
         print(args.out)
     else:
@@ -230,6 +280,7 @@ def _export(args: argparse.Namespace) -> int:
 def _merge(args: argparse.Namespace) -> int:
     from irstdlab.leaderboards.store import merge
 
+    ensure_writable_dir(args.into, "--into")
     rep = merge(args.sources, args.into)
     for src, n in rep.rows_in.items():
         print(f"{src}: {n} rows")
@@ -266,6 +317,8 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _compact(args: argparse.Namespace) -> int:
+    if args.search is not None:
+        validate_name(args.search, "--search")
     lb = _open(args)
     done = lb.compact(args.search)
     for search, n in done.items():

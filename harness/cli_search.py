@@ -7,6 +7,8 @@ import os
 import shlex
 import sys
 
+from irstdlab.harness.cli_args import CPUS, GPUS, MAX_CPUS, SEED, WORKERS, int_range
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -20,36 +22,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="results root; on a cluster a path every node can reach (default: ./irstdlab-runs)")
     p.add_argument("--address", help="Ray cluster to join ('auto' or an address; default: RAY_ADDRESS, "
                                      "else an embedded local Ray on 127.0.0.1)")
-    p.add_argument("--num-samples", type=int, help="configurations to sample (grid: at most this many)")
-    p.add_argument("--max-epochs", type=int, help="override the space's full-fidelity epochs")
-    p.add_argument("--max-concurrent", type=int, help="trials running at once (default: as resources allow)")
-    p.add_argument("--workers-per-trial", type=int, default=1, help="Ray Train workers per trial (DDP)")
-    p.add_argument("--gpus-per-worker", type=float, default=0.0)
-    p.add_argument("--cpus-per-worker", type=float, default=1.0)
+    p.add_argument("--num-samples", type=int_range(1, 1_000_000), help="configurations to sample (grid: at most this many)")
+    p.add_argument("--max-epochs", type=int_range(1, 100_000), help="override the space's full-fidelity epochs")
+    p.add_argument("--max-concurrent", type=int_range(1, 100_000), help="trials running at once (default: as resources allow)")
+    p.add_argument("--workers-per-trial", type=WORKERS, default=1, help="Ray Train workers per trial (DDP)")
+    p.add_argument("--gpus-per-worker", type=GPUS, default=0.0)
+    p.add_argument("--cpus-per-worker", type=CPUS, default=1.0)
     p.add_argument("--trial-backend", choices=("auto", "direct", "train"), default="auto",
                    help="direct: the loop runs in the Tune trial; train: a nested TorchTrainer; "
                         "auto: train only for more than one worker")
     p.add_argument("--scheduler", choices=("asha", "none"), default="asha")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="fixed config override on top of the space, e.g. --set data.root=/data/SIRSTdevkit")
-    p.add_argument("--searcher-seed", type=int, help="override the space's searcher seed")
-    p.add_argument("--num-cpus", type=int, help="CPUs of the embedded Ray (default: all)")
+    p.add_argument("--searcher-seed", type=SEED, help="override the space's searcher seed")
+    p.add_argument("--num-cpus", type=MAX_CPUS, help="CPUs of the embedded Ray (default: all)")
     p.add_argument("--resume", action="store_true", help="continue the search --name under --storage")
     p.add_argument("--dry-run", action="store_true", help="validate and print the plan; start nothing")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from irstdlab.harness.paths import ensure_writable_dir, validate_name
+
+    if args.name is not None:  # cheap checks before the imports below (Ray, torch) take seconds
+        validate_name(args.name, "--name")
+    if "://" not in args.storage:
+        ensure_writable_dir(args.storage, "--storage")
     from irstdlab.harness.errors import ConfigError
     from irstdlab.harness.search import SearchOptions, resume_command, run_search
     from irstdlab.harness.search_trainable import TrialResources
 
-    for flag in ("num_samples", "max_epochs", "max_concurrent", "workers_per_trial", "num_cpus"):
-        value = getattr(args, flag)
-        if value is not None and value < 1:
-            raise ConfigError(f"--{flag.replace('_', '-')}: must be >= 1, got {value}")
-    if args.cpus_per_worker <= 0 or args.gpus_per_worker < 0:
-        raise ConfigError("--cpus-per-worker must be > 0 and --gpus-per-worker >= 0")
     if args.trial_backend == "direct" and args.workers_per_trial > 1:
         raise ConfigError("--trial-backend direct runs one worker; use train (or auto) for --workers-per-trial > 1")
     opts = SearchOptions(
@@ -95,4 +97,6 @@ def dashboard_hint(journal: object) -> str:
 
 
 def _storage(args: argparse.Namespace) -> str:
-    return args.storage
+    import shlex
+
+    return shlex.quote(args.storage)  # the hint is pasted into a shell

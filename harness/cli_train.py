@@ -19,12 +19,17 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from irstdlab.harness.cli_args import GPUS, MAX_CPUS, NON_NEGATIVE_INT, WORKERS, int_range
 from irstdlab.harness.errors import ConfigError, UserError
+from irstdlab.harness.paths import ensure_writable_dir, safe_label, validate_name
+from irstdlab.harness.preflight import (check_same_config, load_checked, missing_dirs, preflight_data,
+                                           remove_unstarted, resume_hint)
 
 DEFAULT_STORAGE = "./irstdlab-runs"
 
@@ -36,13 +41,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="a YAML file or a preset name (default: quickstart)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value (YAML-parsed), e.g. --set schedule.epochs=2; repeatable")
-    p.add_argument("--workers", type=int, default=1, help="Ray Train workers (DDP); default 1")
-    p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per worker (0 = CPU, gloo)")
+    p.add_argument("--workers", type=WORKERS, default=1, help="Ray Train workers (DDP); default 1")
+    p.add_argument("--gpus-per-worker", type=GPUS, default=0.0, help="GPUs per worker (0 = CPU, gloo)")
     p.add_argument("--no-ray", action="store_true", help="train in this process without Ray")
     p.add_argument("--storage", default=DEFAULT_STORAGE, help=f"results folder (default {DEFAULT_STORAGE})")
     p.add_argument("--name", default=None, help="run name (default: <config>-<hash>-<time>); reusing one resumes it")
     p.add_argument("--address", default=None, help="join an existing Ray cluster (e.g. auto) instead of starting one")
-    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded Ray (default: all)")
+    p.add_argument("--num-cpus", type=MAX_CPUS, default=None, help="CPUs of the embedded Ray (default: all)")
     p.add_argument("--json", action="store_true", help="last stdout line: one JSON object with the results")
     p.add_argument("--dry-run", action="store_true",
                    help="validate and print the resolved config (YAML; with --json one JSON object); start nothing")
@@ -57,15 +62,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--protocol", choices=("clean", "reference"), default=None,
                    help="box geometry and AP arithmetic (default: the checkpoint's)")
     e.add_argument("--out", default=None, help="output folder (default: <checkpoint>/eval-<split>)")
-    e.add_argument("--show", type=int, default=0, metavar="N", help="also draw detections on the first N images")
-    e.add_argument("--batch-size", type=int, default=None, help="evaluation batch size")
+    e.add_argument("--show", type=NON_NEGATIVE_INT, default=0, metavar="N", help="also draw detections on the first N images")
+    e.add_argument("--batch-size", type=int_range(1, 4096), default=None, help="evaluation batch size")
     e.set_defaults(handler=cmd_eval)
 
 
 # ------------------------------------------------------------------------------------ train
 def _run_name(config: str, config_hash: str) -> str:
     label = Path(config).stem if config.endswith((".yaml", ".yml")) else config
-    return f"{label}-{config_hash}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return f"{safe_label(label)}-{config_hash}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def _summary(metrics: dict[str, Any], checkpoint: str | None, cfg: Any, run_dir: Path, wall: float) -> dict[str, Any]:
@@ -121,25 +126,44 @@ def _dry_run(args: argparse.Namespace, cfg: Any) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     import yaml
 
-    from irstdlab.harness.config import load_config
-
-    cfg = load_config(args.config, args.overrides)
-    cfg.check_trainable(args.config or "defaults")  # refused before anything is written
-    if args.workers < 1:
-        raise ConfigError(f"--workers: must be >= 1, got {args.workers}")
-    if args.gpus_per_worker < 0:
-        raise ConfigError(f"--gpus-per-worker: must be >= 0, got {args.gpus_per_worker}")
+    if args.name is not None:
+        validate_name(args.name, "--name")
     if args.no_ray and args.workers != 1:
         raise ConfigError("--no-ray runs one process: --workers must be 1")
+    if args.no_ray and args.address:
+        raise ConfigError("--address joins a Ray cluster; it cannot be combined with --no-ray")
+    cfg = load_checked(args.config, args.overrides)
+    cfg.check_trainable(args.config or "defaults")  # refused before anything is written
+    from irstdlab.harness.trial import per_worker_batch
+
+    per_worker_batch(cfg.data.batch_size, args.workers)  # before Ray starts, not inside fit()
     if args.dry_run:
         return _dry_run(args, cfg)
+    storage = ensure_writable_dir(args.storage, "--storage")
     name = args.name or _run_name(args.config, cfg.config_hash)
-    storage = Path(args.storage)
     run_dir = storage / name
+    ensure_writable_dir(run_dir, "--name")
     if (run_dir / "summary.json").is_file():
         raise UserError(f"{run_dir}: run {name!r} already finished; choose another --name")
+    config_text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    check_same_config(run_dir, config_text, name)
+    if not (args.address or os.environ.get("RAY_ADDRESS")):  # on a cluster the root is the workers' path
+        preflight_data(cfg)
+    created = missing_dirs(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    try:
+        (run_dir / "config.yaml").write_text(config_text)
+        return _train(args, cfg, name, storage, run_dir)
+    except KeyboardInterrupt:
+        print(f"irstdlab: train interrupted; resume with: {resume_hint(args, name)}", file=sys.stderr)
+        return 130
+    except BaseException:
+        if created:
+            remove_unstarted(created)
+        raise
+
+
+def _train(args: argparse.Namespace, cfg: Any, name: str, storage: Path, run_dir: Path) -> int:
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731 - progress goes to stderr
     where = "this process (no Ray)" if args.no_ray else f"Ray Train, {args.workers} worker(s)"
     log(f"irstdlab train: {args.config} (config {cfg.config_hash}, protocol {cfg.data.protocol}, "
@@ -162,9 +186,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         from irstdlab.harness import ray_runtime
 
         ray_runtime.init_local_ray(num_cpus=args.num_cpus, address=args.address)
-        result = ray_runtime.fit(cfg, storage=storage, name=name, workers=args.workers,
-                                 gpus_per_worker=args.gpus_per_worker)
+        try:
+            result = ray_runtime.fit(cfg, storage=storage, name=name, workers=args.workers,
+                                     gpus_per_worker=args.gpus_per_worker)
+        except SystemExit:  # Ray Train's own Ctrl-C handler exits the driver from inside fit()
+            raise KeyboardInterrupt from None
         metrics, checkpoint = result.metrics, result.checkpoint
+        if int(metrics.get("epoch") or 0) < cfg.schedule.epochs:
+            raise KeyboardInterrupt  # a gracefully aborted run: resumable, so no summary.json
     summary = _summary(metrics, checkpoint, cfg, run_dir, time.perf_counter() - start)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
     m = summary["metrics"]
@@ -186,11 +215,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import torch
     from torch.utils.data import DataLoader
 
-    from irstdlab.datasets.build import ROLES, build_datasets, collate_eval
-    from irstdlab.harness.evaluate import curves, predict, score
+    from irstdlab.datasets.build import ROLES, collate_eval
+    from irstdlab.harness.evaluate import curves, eval_dataset, predict, score
     from irstdlab.harness.trial import load_selected_model
 
+    validate_name(args.split, "--split")  # it names a split file and the default eval-<split> folder
     model, cfg, state = load_selected_model(args.checkpoint)
+    ckpt = Path(args.checkpoint)
+    out = Path(args.out) if args.out else (ckpt if ckpt.is_dir() else ckpt.parent) / f"eval-{args.split}"
+    ensure_writable_dir(out, "--out")  # before any evaluation work
     changes: dict[str, Any] = {}
     if args.dataset:
         changes["dataset"] = args.dataset
@@ -209,15 +242,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
         data_cfg.validate()
     except ValueError as exc:
         raise ConfigError(f"data.{exc}") from None
+    if data_cfg.dataset == "synthetic" and data_cfg.root is None and args.split not in ROLES:
+        raise ConfigError(f"--split {args.split}: the in-memory synthetic set has only the splits "
+                          f"{', '.join(ROLES)} (give --root for a set written by `irstdlab data synth`)")
     keep_original = cfg.eval.needs_noco or data_cfg.dataset == "sirstv2"  # mNoCoAP: OSCAR's metric on SIRST-V2
-    dataset = build_datasets(data_cfg, cfg.augment, seed=cfg.train.seed, keep_original=keep_original)[role]
+    dataset = eval_dataset(data_cfg, role, seed=cfg.train.seed, keep_original=keep_original)
     loader = DataLoader(dataset, batch_size=data_cfg.eval_batch_size, shuffle=False, collate_fn=collate_eval)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     preds = predict(model, loader, device)
     metrics = score(preds, data_cfg.protocol)
-    ckpt = Path(args.checkpoint)
-    out = Path(args.out) if args.out else (ckpt if ckpt.is_dir() else ckpt.parent) / f"eval-{args.split}"
     out.mkdir(parents=True, exist_ok=True)
     report = {"checkpoint": str(ckpt), "config_hash": state["config_hash"], "epoch": state["epoch"],
               "best_epoch": state["best_epoch"], "dataset": data_cfg.dataset, "split": args.split,

@@ -108,9 +108,50 @@ def curves(preds: Predictions, protocol: str) -> dict[str, np.ndarray]:
     return {"precision": np.asarray(result["precision_curve"]), "recall": np.asarray(result["recall_curve"])}
 
 
+def eval_dataset(data_cfg: Any, role: str, seed: int = 0, keep_original: bool = False) -> Any:
+    """The one split ``irstdlab eval`` scores, through the evaluation transforms.
+
+    Unlike ``build_datasets`` (which a trial needs whole) this opens only the split of ``role``,
+    so a missing train or val split cannot fail the evaluation of the test split.
+    """
+    from irstdlab.datasets.build import ROLES, TransformedDataset
+    from irstdlab.datasets.errors import DatasetError
+    from irstdlab.datasets.transforms import TransformConfig, build_transforms
+    if data_cfg.dataset == "synthetic" and data_cfg.root is None:
+        from irstdlab.datasets.synthetic import SyntheticDataset
+
+        counts = dict(zip(ROLES, data_cfg.synthetic_images))
+
+        def part(which: str) -> Any:
+            return SyntheticDataset(counts[which], size=data_cfg.synthetic_size, seed=data_cfg.synthetic_seed,
+                                    split=which, difficulty=data_cfg.synthetic_difficulty)
+
+        if data_cfg.selection == "reference":  # as build_datasets: train on train+val, select on test
+            if role == "train":
+                from torch.utils.data import ConcatDataset
+
+                base = ConcatDataset([part("train"), part("val")])
+            else:
+                base = part("test")
+        else:
+            base = part(role)
+        where = f"synthetic {role}"
+    else:
+        from irstdlab.datasets.readers import open_dataset
+
+        name = data_cfg.split_names()[role]
+        base = open_dataset(data_cfg.dataset, data_cfg.root, split=name, protocol=data_cfg.protocol,
+                            load_masks=False)
+        where = f"split {name}"
+    if len(base) == 0:
+        raise DatasetError(data_cfg.root, f"{where} is empty")
+    transform = build_transforms(TransformConfig(data_cfg.protocol, data_cfg.size, 0.0, data_cfg.scale), train=False)
+    return TransformedDataset(base, transform, seed=seed, keep_original=keep_original)
+
+
 def evaluate_model(model: nn.Module, loader: Any, device: torch.device, protocol: str, prefix: str = "",
                    amp_dtype: torch.dtype | None = None, channels_last: bool = False) -> dict[str, float]:
     return score(predict(model, loader, device, amp_dtype, channels_last), protocol, prefix)
 
 
-__all__ = ["Predictions", "curves", "evaluate_model", "predict", "score", "to_original"]
+__all__ = ["Predictions", "curves", "eval_dataset", "evaluate_model", "predict", "score", "to_original"]

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal, Sequence
 
 from irstdlab.harness.errors import ConfigError
+from irstdlab.harness.paths import ensure_writable_dir, validate_name
 from irstdlab.harness.search_trainable import SearchContext, TrialResources
 from irstdlab.search_spaces import loader
 from irstdlab.search_spaces.loader import SEED_INDEX_KEY, SearchSpace
@@ -102,7 +103,14 @@ def build_space(opts: SearchOptions, stored: dict[str, Any] | None = None) -> Se
             raw["budget"] = budget
         if opts.searcher_seed is not None:
             raw["searcher_seed"] = opts.searcher_seed
-    return loader.parse(yaml.safe_dump(raw, sort_keys=False), label, folder)
+    try:
+        return loader.parse(yaml.safe_dump(raw, sort_keys=False), label, folder)
+    except ConfigError as exc:
+        if stored is not None or not opts.overrides:
+            raise
+        from irstdlab.harness.preflight import blame_set  # the file alone parsed: --set broke it
+
+        raise blame_set(str(exc), opts.overrides) from None
 
 
 def check_models(space: SearchSpace) -> None:
@@ -227,9 +235,12 @@ def _stored_state(search_dir: Path) -> dict[str, Any] | None:
 
 def prepare(opts: SearchOptions) -> tuple[SearchSpace, str, str, dict[str, Any]]:
     """Validate everything that can be validated without Ray; returns (space, name, storage, state)."""
-    storage = os.path.abspath(opts.storage) if "://" not in opts.storage else opts.storage
-    if "://" in storage:
-        raise ConfigError(f"--storage {storage}: only shared file system paths are supported for now")
+    if "://" in opts.storage:
+        raise ConfigError(f"--storage {opts.storage}: only shared file system paths are supported for now")
+    if opts.name is not None:
+        validate_name(opts.name, "--name")
+    storage = os.path.abspath(ensure_writable_dir(opts.storage, "--storage"))
+    ensure_writable_dir(Path(storage) / "leaderboard", "--storage")
     if opts.resume:
         if not opts.name:
             raise ConfigError("--resume needs --name NAME (and the same --storage) of the search to continue")
@@ -245,12 +256,16 @@ def prepare(opts: SearchOptions) -> tuple[SearchSpace, str, str, dict[str, Any]]
                                   f"({stored['space_hash']} != {given.space_hash}); use another --name")
         return space, opts.name, storage, stored
     space = build_space(opts)
-    name = opts.name or space.name
-    search_dir = Path(storage) / name
+    name = opts.name or validate_name(space.name, f"{space.source}: name")
+    search_dir = ensure_writable_dir(Path(storage) / name, "--name")
     if search_dir.exists() and not opts.dry_run:
         raise ConfigError(f"{search_dir}: a search named {name!r} already exists here; "
                           f"use --resume to continue it or --name to start another")
-    check_models(space)
+    try:
+        check_models(space)
+    except ConfigError as exc:  # a --set model.name is blamed as such
+        from irstdlab.harness.preflight import blame_set
+        raise blame_set(str(exc), opts.overrides, only_named=True) from None
     configs = len(space.grid()) if space.sampler == "grid" else space.budget.num_samples
     if opts.num_samples is not None:
         configs = min(configs, opts.num_samples) if space.sampler == "grid" else opts.num_samples
@@ -297,8 +312,9 @@ def run_search(opts: SearchOptions, out: Any = sys.stdout) -> SearchOutcome | No
         opts.max_concurrent = state["max_concurrent"]
     print(summarize(space, state, opts), file=out, flush=True)
     if opts.dry_run:
-        preview = space.grid()[:5] if space.sampler == "grid" else _preview(space, 5)
-        print("  first configurations:", file=out)
+        shown = min(5, int(state["planned_configs"]))  # never more than the plan will run
+        preview = space.grid()[:shown] if space.sampler == "grid" else _preview(space, shown)
+        print(f"  first configurations ({shown} of {state['planned_configs']}):", file=out)
         for point in preview:
             print(f"    {point}", file=out)
         return None

@@ -142,9 +142,18 @@ def _overlap(a: GroupStat, b: GroupStat) -> bool:
     return a.ci_high >= b.ci_low and a.ci_low <= b.ci_high
 
 
+def check_arguments(n_boot: int, confidence: float) -> None:
+    """The bootstrap's knobs: at least one resample, a level strictly between 0 and 1."""
+    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
+        raise LeaderboardError("--n-boot", f"must be an integer >= 1, got {n_boot!r}")
+    if not (isinstance(confidence, (int, float)) and math.isfinite(confidence) and 0.0 < confidence < 1.0):
+        raise LeaderboardError("--confidence", f"must be a number in (0, 1), got {confidence!r}")
+
+
 def compare(df: pd.DataFrame, metric: str | None = None, group_by: list[str] | None = None,
             n_boot: int = 2000, confidence: float = 0.95, seed: int = 0) -> list[CompareBlock]:
     """Per (protocol, dataset) block, statistics of ``metric`` per group (default: model)."""
+    check_arguments(n_boot, confidence)
     if not len(df):
         raise LeaderboardError("compare", "no rows to compare (check the filter, or --include-partial)")
     metric = query.resolve_metric(df, metric)

@@ -157,6 +157,7 @@ def export(df: pd.DataFrame, fmt: str, out: str | Path | None = None, metrics: l
     if fmt in ("md", "html"):
         text = (to_markdown if fmt == "md" else to_html)(df, metrics, group_by)
         if out is not None:
+            Path(out).parent.mkdir(parents=True, exist_ok=True)
             Path(out).write_text(text, encoding="utf-8")
         return text
     if out is None:
