@@ -197,7 +197,7 @@ def _show(args: argparse.Namespace) -> int:
         return 0
     for protocol, dataset, kind, metric, sub, _ in tables:
         label = "  (the paper's rows)" if kind == "paper" else ""
-        print(f"== protocol={protocol}  dataset={dataset}  ranked by {metric.split('.', 1)[1]} "
+        print(f"== protocol={protocol}  dataset={dataset}  ranked by {metric.split('.', 1)[-1]} "
               f"(top {len(sub)}){label} ==")
         print(query.format_table(sub, query.display_columns(sub, metric)))
         print()
