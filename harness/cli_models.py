@@ -7,6 +7,8 @@ torch and the models are imported inside the handlers so `irstdlab --help` stays
 from __future__ import annotations
 
 import argparse
+
+from irstdlab.harness.cli_args import int_range
 import json
 from typing import Any
 
@@ -22,7 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p_info = sub.add_parser("info", help="parameters (all / trainable) and GMACs of one detector")
     p_info.add_argument("name", help="a name from `irstdlab models list`")
-    p_info.add_argument("--size", type=int, default=512, help="square input side in pixels (default 512)")
+    p_info.add_argument("--size", type=int_range(32, 4096), default=512,
+                        help="square input side in pixels, 32-4096 (default 512)")
     p_info.add_argument("--backbone", default=None, help="backbone, e.g. resnet18 (default: the config default)")
     p_info.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

@@ -9,19 +9,6 @@ import tempfile
 from pathlib import Path
 
 
-def _search_options(parser: argparse.ArgumentParser) -> None:
-    """Every option of ``irstdlab search`` (one definition: cli_search), without its SPACE argument."""
-    from irstdlab.harness import cli_search
-
-    holder = argparse.ArgumentParser(add_help=False)
-    cli_search.register(holder.add_subparsers())
-    search = holder._subparsers._group_actions[0].choices["search"]  # type: ignore[union-attr]
-    for action in search._actions:
-        if isinstance(action, argparse._HelpAction) or action.dest == "space":
-            continue
-        parser._add_action(action)
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "reproduce", help="run one of the paper's Tables II-IX (3 seeds per row) and compare with the paper",
@@ -31,7 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "seeds, the difference and whether the paper's value lies inside our interval. Takes every "
                     "option of `irstdlab search`; --resume --name NAME continues an interrupted run.")
     p.add_argument("table", metavar="TABLE", help="II, III, IV, V, VI, VII, VIII or IX (any case)")
-    _search_options(p)
+    from irstdlab.harness.cli_search import add_search_arguments
+
+    add_search_arguments(p)  # every option of `irstdlab search`, defined once there
     p.add_argument("--json", action="store_true",
                    help="also print the plan (--dry-run) or the side-by-side table as one JSON object on the last line")
     p.add_argument("--images-per-s", type=float,

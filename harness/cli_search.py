@@ -17,6 +17,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "detectors, or a YAML file). Without arguments: quickstart on an embedded local Ray, CPU, "
                     "results under ./irstdlab-runs/<name>/ and the leaderboard in ./irstdlab-runs/leaderboard/.")
     p.add_argument("space", nargs="?", default=None, metavar="SPACE", help="search space (default: quickstart)")
+    add_search_arguments(p)
+    p.set_defaults(handler=run)
+
+
+def add_search_arguments(p: argparse.ArgumentParser) -> None:
+    """Every option of a search (not its SPACE): `irstdlab reproduce` takes the same ones."""
     p.add_argument("--name", help="search name (default: the space's name); names the folder under --storage")
     p.add_argument("--storage", default="./irstdlab-runs",
                    help="results root; on a cluster a path every node can reach (default: ./irstdlab-runs)")
@@ -38,7 +44,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--num-cpus", type=MAX_CPUS, help="CPUs of the embedded Ray (default: all)")
     p.add_argument("--resume", action="store_true", help="continue the search --name under --storage")
     p.add_argument("--dry-run", action="store_true", help="validate and print the plan; start nothing")
-    p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
