@@ -7,11 +7,10 @@ torch and the models are imported inside the handlers so `irstdlab --help` stays
 from __future__ import annotations
 
 import argparse
-
-from irstdlab.harness.cli_args import int_range
 import json
 from typing import Any
 
+from irstdlab.harness.cli_args import int_range
 from irstdlab.harness.errors import ConfigError
 
 
