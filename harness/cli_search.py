@@ -6,6 +6,7 @@ import argparse
 import os
 import shlex
 import sys
+from pathlib import Path
 
 from irstdlab.harness.cli_args import CPUS, GPUS, MAX_CPUS, SEED, WORKERS, int_range
 
@@ -76,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
         print(outcome.top.to_string(index=False))
     print(f"leaderboard:   {outcome.leaderboard_dir}   ({leaderboard_command(args.storage, outcome.name)})")
     print(f"optuna study:  {outcome.journal}   (study {outcome.study_name}; {dashboard_hint(outcome.journal)})")
-    print(f"trials:        {outcome.search_dir}")
+    print(f"trials:        {outcome.search_dir}   ({tensorboard_hint(outcome.search_dir)}; "
+          f"Ray's own log: {Path(outcome.search_dir) / 'ray.log'})")
     if outcome.interrupted:
         print(f"irstdlab: search interrupted; resume with: {resume_command(outcome.name, _storage(args))}",
               file=sys.stderr)
@@ -99,6 +101,16 @@ def dashboard_hint(journal: object) -> str:
     if importlib.util.find_spec("optuna_dashboard") is not None:
         return f"optuna-dashboard {shlex.quote(str(journal))}"
     return "optuna-dashboard opens it once installed: pip install optuna-dashboard"
+
+
+def tensorboard_hint(search_dir: object) -> str:
+    """Tune writes TensorBoard event files into each trial folder of the search."""
+    import importlib.util
+
+    command = f"tensorboard --logdir {shlex.quote(str(search_dir))}"
+    if importlib.util.find_spec("tensorboard") is not None:
+        return command
+    return f"TensorBoard event files; once tensorboard is installed: {command}"
 
 
 def _storage(args: argparse.Namespace) -> str:

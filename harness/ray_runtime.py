@@ -15,6 +15,7 @@ import os
 # loopback (must be set before Ray is imported).
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")  # Train V2 (the 2.60 default), also for nested Train runs
 
 import re  # noqa: E402
 import sys  # noqa: E402

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ from irstdlab.search_spaces.loader import SEED_INDEX_KEY, SearchSpace
 
 STATE_FILE = "irstdlab-search.json"
 ASHA_FILE = "asha_state.json"
+RAY_LOG = "ray.log"  # Ray's own log lines of the search's driver
 JOURNAL_FILE = "optuna-journal.log"
 DEFAULT_STORAGE = "./irstdlab-runs"
 
@@ -134,24 +134,19 @@ def study_name(search: str, space: SearchSpace) -> str:
 
 # ----------------------------------------------------------------------------------- Ray
 def start_ray(address: str | None, num_cpus: int | None) -> bool:
-    """Connect to a cluster, or start an embedded Ray on loopback. Returns True if we started it."""
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keeps the node on 127.0.0.1
-    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    """Connect to a cluster, or start an embedded Ray on loopback. Returns True if we started it.
+    Ray's own console chatter is held for the search's log file (harness/ray_logs.py)."""
+    from irstdlab.harness.ray_logs import quiet_reporter_env, route_ray_logs
+
+    quiet_reporter_env()
+    from irstdlab.harness.ray_runtime import init_local_ray  # sets Ray's environment defaults first
+
+    route_ray_logs()
+    address = address or os.environ.get("RAY_ADDRESS") or None
     import ray
 
-    address = address or os.environ.get("RAY_ADDRESS") or None
     if ray.is_initialized():
         return False
-    try:
-        from irstdlab.harness.ray_runtime import init_local_ray  # the shared embedded-Ray helper
-    except ImportError:  # a checkout without it: the same settings inline
-        if address:
-            ray.init(address=address, log_to_driver=True)
-        else:
-            ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
-                     _node_ip_address="127.0.0.1", log_to_driver=True)
-        return address is None
     init_local_ray(num_cpus=num_cpus, address=address)
     return address is None
 
@@ -323,6 +318,8 @@ def run_search(opts: SearchOptions, out: Any = sys.stdout) -> SearchOutcome | No
     try:
         from ray import tune
 
+        from irstdlab.harness.ray_logs import attach_log_file
+
         if opts.resume:
             path = str(search_dir)
             if not tune.Tuner.can_restore(path):
@@ -331,9 +328,11 @@ def run_search(opts: SearchOptions, out: Any = sys.stdout) -> SearchOutcome | No
             ctx = SearchContext(search=name, space=space, storage=storage, resources=opts.resources)
             tuner = tune.Tuner.restore(path, trainable=_trainable(ctx), resume_unfinished=True,
                                        resume_errored=False)
+            attach_log_file(search_dir / RAY_LOG)
             print(f"resuming search {name} from {path}", file=out, flush=True)
         else:
             search_dir.mkdir(parents=True, exist_ok=False)
+            attach_log_file(search_dir / RAY_LOG)
             (search_dir / STATE_FILE).write_text(json.dumps(state, indent=1, sort_keys=True))
             tuner = _tuner(space, opts, name, storage, state["planned_configs"])
         tuner.fit()
@@ -393,10 +392,6 @@ def _outcome(name: str, storage: str, space: SearchSpace, state: dict[str, Any],
 
 def resume_command(name: str, storage: str) -> str:
     return f"irstdlab search --resume --name {name} --storage {storage}"
-
-
-def remove_search(storage: str, name: str) -> None:  # used by tests and the benchmark
-    shutil.rmtree(Path(storage) / name, ignore_errors=True)
 
 
 __all__ = ["SearchOptions", "SearchOutcome", "build_space", "check_models", "prepare", "resume_command",

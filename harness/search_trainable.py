@@ -96,6 +96,10 @@ def search_trial(config: dict[str, Any], ctx: SearchContext) -> None:
     """The Tune function trainable (wrapped with ``tune.with_parameters(search_trial, ctx=...)``)."""
     import ray.tune
 
+    from irstdlab.harness.ray_logs import quiet_worker_logs
+
+    quiet_worker_logs()
+
     params, seed = split_config(config)
     cfg = ctx.space.trial_config(params, seed)
     extras: dict[str, Any] = {"hardware": hardware(), "backend": ctx.resources.resolved_backend(), "seed": seed}
