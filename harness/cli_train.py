@@ -183,8 +183,14 @@ def _train(args: argparse.Namespace, cfg: Any, name: str, storage: Path, run_dir
             raise UserError(f"{run_dir}: nothing left to train (all {cfg.schedule.epochs} epochs are done)")
         checkpoint = str(reporter.last_checkpoint) if reporter.last_checkpoint else None
     else:
+        from irstdlab.harness.ray_logs import attach_log_file, quiet_reporter_env, route_ray_logs
+
+        quiet_reporter_env()
         from irstdlab.harness import ray_runtime
 
+        route_ray_logs()  # Ray's own chatter goes to <run>/ray.log, its warnings still to the console
+        attach_log_file(run_dir / "ray.log")
+        # the epoch lines are printed by the Train controller actor, so its output must reach us
         ray_runtime.init_local_ray(num_cpus=args.num_cpus, address=args.address)
         try:
             result = ray_runtime.fit(cfg, storage=storage, name=name, workers=args.workers,

@@ -34,20 +34,21 @@ LOOPBACK = "127.0.0.1"
 
 
 def init_local_ray(num_cpus: int | None = None, num_gpus: int | None = None, address: str | None = None,
-                   dashboard: bool = True) -> dict[str, Any]:
+                   dashboard: bool = True, log_to_driver: bool = True) -> dict[str, Any]:
     """Start (or join, with ``address`` or ``RAY_ADDRESS``) Ray. A local start binds to 127.0.0.1.
 
-    The dashboard stays on by default: Train V2 frees the placement groups of stopped runs
+    ``log_to_driver=False`` keeps the actors' own output (Train's controller, Ray's clean-up threads)
+    in Ray's session logs; errors still reach the driver as exceptions. The dashboard stays on by default: Train V2 frees the placement groups of stopped runs
     through the State API, which needs it (RAY_TUNE_OPTUNA_NOTES E5).
     """
     address = address or os.environ.get("RAY_ADDRESS")
     if not ray.is_initialized():
         if address:
-            ray.init(address=address, log_to_driver=True)
+            ray.init(address=address, log_to_driver=log_to_driver)
         else:
             # address="local": always a new embedded instance, never another process's cluster
             ray.init(address="local", _node_ip_address=LOOPBACK, dashboard_host=LOOPBACK, include_dashboard=dashboard,
-                     num_cpus=num_cpus, num_gpus=num_gpus, log_to_driver=True)
+                     num_cpus=num_cpus, num_gpus=num_gpus, log_to_driver=log_to_driver)
             check_loopback()
     return {"nodes": len(ray.nodes()), "resources": ray.cluster_resources()}
 
