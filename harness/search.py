@@ -25,10 +25,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
+from irstdlab.harness import yamlfile
 from irstdlab.harness.errors import ConfigError
+from irstdlab.harness.search_state import cannot_resume, check_asha_state, read_search_state
 from irstdlab.harness.search_trainable import SearchContext, TrialResources
 from irstdlab.search_spaces import loader
 from irstdlab.search_spaces.loader import SEED_INDEX_KEY, SearchSpace
+from irstdlab.search_spaces.sections import refuse_fixed_and_searched
 
 STATE_FILE = "irstdlab-search.json"
 ASHA_FILE = "asha_state.json"
@@ -78,12 +81,15 @@ def build_space(opts: SearchOptions, stored: dict[str, Any] | None = None) -> Se
     import yaml
 
     if stored is not None:
-        raw = yaml.safe_load(stored["space_text"])
+        raw = yamlfile.load(stored["space_text"])
         label, folder = stored["space_source"], Path(stored["space_folder"]) if stored["space_folder"] else None
     else:
         text, label, folder = loader.resolve(opts.space)
-        loader.parse(text, label, folder, Path(label).stem)  # errors with the file's own line numbers
-        raw = yaml.safe_load(text)
+        parsed = loader.parse(text, label, folder, Path(label).stem)  # errors with the file's own line numbers
+        from irstdlab.harness.configtree import parse_override
+
+        refuse_fixed_and_searched([".".join(parse_override(item)[0]) for item in opts.overrides], parsed)
+        raw = yamlfile.load(text)
         if not (opts.overrides or opts.max_epochs is not None or opts.searcher_seed is not None):
             raw.setdefault("name", Path(label).stem)
             return loader.parse(yaml.safe_dump(raw, sort_keys=False), label, folder)
@@ -219,8 +225,12 @@ def _tuner(space: SearchSpace, opts: SearchOptions, name: str, storage: str, pla
 
 # ----------------------------------------------------------------------------------- run
 def _stored_state(search_dir: Path) -> dict[str, Any] | None:
-    path = search_dir / STATE_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    from dataclasses import fields
+
+    state = read_search_state(search_dir / STATE_FILE, {f.name for f in fields(TrialResources)})
+    if state is not None:
+        check_asha_state(search_dir / ASHA_FILE)
+    return state
 
 
 def prepare(opts: SearchOptions) -> tuple[SearchSpace, str, str, dict[str, Any]]:
@@ -235,7 +245,10 @@ def prepare(opts: SearchOptions) -> tuple[SearchSpace, str, str, dict[str, Any]]
         stored = _stored_state(search_dir)
         if stored is None:
             raise ConfigError(f"{search_dir}: no search to resume here (start it without --resume)")
-        space = build_space(opts, stored)
+        try:
+            space = build_space(opts, stored)
+        except (ConfigError, yamlfile.YAMLError) as exc:
+            raise cannot_resume(search_dir / STATE_FILE, f"its stored search space does not load ({exc})") from None
         if opts.space is not None:
             given = build_space(SearchOptions(**{**asdict(opts), "resume": False, "resources": opts.resources}))
             if given.space_hash != stored["space_hash"]:
@@ -309,8 +322,11 @@ def run_search(opts: SearchOptions, out: Any = sys.stdout) -> SearchOutcome | No
                 raise ConfigError(f"{path}: Tune has no saved state for this search yet "
                                   f"(it was stopped before its first snapshot); start it again under a new --name")
             ctx = SearchContext(search=name, space=space, storage=storage, resources=opts.resources)
-            tuner = tune.Tuner.restore(path, trainable=_trainable(ctx), resume_unfinished=True,
-                                       resume_errored=False)
+            try:
+                tuner = tune.Tuner.restore(path, trainable=_trainable(ctx), resume_unfinished=True,
+                                           resume_errored=False)
+            except Exception as exc:  # noqa: BLE001 - a truncated tuner.pkl / experiment state, any type
+                raise cannot_resume(search_dir, f"Tune cannot read its saved state ({type(exc).__name__})") from None
             print(f"resuming search {name} from {path}", file=out, flush=True)
         else:
             search_dir.mkdir(parents=True, exist_ok=False)

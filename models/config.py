@@ -65,7 +65,8 @@ class ModelConfig:
     num_levels: int = 5  # levels from P3 up: 3 = P3-P5 (BAFE host), 5 = P3-P7 (Table II)
     p2: bool = False  # add a level from C2 below P3
     extra_levels_from: Literal["p5_output", "c5"] = "p5_output"
-    regress_ranges: tuple[tuple[float, float], ...] | None = None  # None = derive (see below)
+    # None = derive (see below). The last upper bound may be .inf (an open top level).
+    regress_ranges: tuple[tuple[float, float], ...] | None = dataclasses.field(default=None, metadata={"allow_inf": True})
     # --- FCOS head ---
     head_width: int = 256
     head_depth: int = 4
@@ -199,6 +200,8 @@ class ModelConfig:
             if len(self.regress_ranges) != n:
                 _fail("regress_ranges", f"needs one (lower, upper) pair per level ({n}), got {len(self.regress_ranges)}")
             for i, (lo, hi) in enumerate(self.regress_ranges):
+                if not math.isfinite(lo) or math.isnan(hi):
+                    _fail("regress_ranges", f"range {i} ({lo}, {hi}): the lower bound must be finite")
                 if not lo < hi:
                     _fail("regress_ranges", f"range {i} ({lo}, {hi}) needs lower < upper")
 
@@ -224,9 +227,13 @@ def _check_type(name: str, value: Any, tp: Any) -> None:
     elif tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             _fail(name, f"expected an integer, got {value!r}")
+        if not -(2**63) <= value < 2**63:
+            _fail(name, f"{value} is out of range (integers must fit in 64 bits)")
     elif tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
             _fail(name, f"expected a number, got {value!r}")
+        if isinstance(value, float) and math.isinf(value):  # an infinite weight or threshold is never meant
+            _fail(name, f"must be a finite number, got {value}")
     elif tp is str or text == "str | None":
         if not isinstance(value, str):
             _fail(name, f"expected a string, got {value!r}")

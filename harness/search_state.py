@@ -1,0 +1,96 @@
+"""Reading a search's own state files back on ``--resume``, with one line per problem.
+
+``irstdlab-search.json`` (the plan: space text, hash, budget, resources) and ``asha_state.json``
+(the ASHA rungs) are written by ``harness.search`` and ``search_callbacks.PersistentASHA``. A
+disk that filled up, a copy cut short or a hand edit leaves them truncated or missing keys;
+that must not surface as a ``KeyError`` from deep inside Ray. Every problem is a
+``ConfigError`` naming the file and saying that this search cannot be resumed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from irstdlab.harness.errors import ConfigError
+
+_NONE = type(None)
+# key -> accepted JSON types of irstdlab-search.json
+SEARCH_STATE_KEYS: dict[str, tuple[type, ...]] = {
+    "name": (str,), "space_source": (str,), "space_text": (str,), "space_folder": (str, _NONE),
+    "space_hash": (str,), "study_name": (str,), "planned_configs": (int,), "planned_trials": (int,),
+    "resources": (dict,), "scheduler": (str,), "max_concurrent": (int, _NONE),
+}
+SCHEDULERS = ("asha", "none")
+
+
+def cannot_resume(path: Path, problem: str) -> ConfigError:
+    return ConfigError(f"{path}: {problem}; this search cannot be resumed: start it again under a new --name "
+                       f"(or resume with the irstdlab version that wrote it)")
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise cannot_resume(path, f"cannot read the {what} ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise cannot_resume(path, f"the {what} is not UTF-8 text") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        cut = " (the file is truncated)" if exc.pos >= len(text.rstrip()) else ""
+        raise cannot_resume(path, f"the {what} is not valid JSON at line {exc.lineno} column {exc.colno}{cut}") from None
+
+
+def _is(value: Any, types: tuple[type, ...]) -> bool:
+    if isinstance(value, bool):  # JSON true/false are not counts
+        return bool in types
+    return isinstance(value, types)
+
+
+def read_search_state(path: Path, resource_fields: set[str]) -> dict[str, Any] | None:
+    """The validated ``irstdlab-search.json`` at ``path``; None when there is none."""
+    if not path.exists():
+        return None
+    state = _read_json(path, "search state")
+    if not isinstance(state, dict):
+        raise cannot_resume(path, f"the search state is a JSON {type(state).__name__}, not an object")
+    missing = [k for k in SEARCH_STATE_KEYS if k not in state]
+    if missing:
+        raise cannot_resume(path, f"the search state misses key {missing[0]!r}")
+    for key, types in SEARCH_STATE_KEYS.items():
+        if not _is(state[key], types):
+            raise cannot_resume(path, f"{key}: expected {' or '.join(t.__name__ for t in types)}, "
+                                      f"got {type(state[key]).__name__}")
+    if state["scheduler"] not in SCHEDULERS:
+        raise cannot_resume(path, f"scheduler: {state['scheduler']!r} is not one of {', '.join(SCHEDULERS)}")
+    if set(state["resources"]) != resource_fields:
+        unknown = sorted(set(state["resources"]) ^ resource_fields)
+        raise cannot_resume(path, f"resources: key {unknown[0]!r} is missing or unknown")
+    if state["planned_trials"] < 1 or state["planned_configs"] < 1:
+        raise cannot_resume(path, "planned_trials and planned_configs must be >= 1")
+    return state
+
+
+def check_asha_state(path: Path) -> None:
+    """``asha_state.json`` as ``PersistentASHA`` writes it: {brackets: [[[milestone, {trial: value}]]]}."""
+    if not path.exists():
+        return
+    state = _read_json(path, "ASHA scheduler state")
+    if not isinstance(state, dict) or not isinstance(state.get("brackets"), list):
+        raise cannot_resume(path, "the ASHA state misses its 'brackets' list")
+    if not _is(state.get("num_stopped", 0), (int,)):
+        raise cannot_resume(path, "num_stopped: expected an integer")
+    for b, rungs in enumerate(state["brackets"]):
+        if not isinstance(rungs, list):
+            raise cannot_resume(path, f"brackets[{b}]: expected a list of rungs")
+        for r, rung in enumerate(rungs):
+            ok = (isinstance(rung, list) and len(rung) == 2 and _is(rung[0], (int,)) and isinstance(rung[1], dict)
+                  and all(_is(v, (int, float)) for v in rung[1].values()))
+            if not ok:
+                raise cannot_resume(path, f"brackets[{b}][{r}]: expected [milestone, {{trial: value}}]")
+
+
+__all__ = ["SEARCH_STATE_KEYS", "cannot_resume", "check_asha_state", "read_search_state"]
