@@ -44,6 +44,9 @@ SPLITS: dict[str, dict[str, dict[str, str]]] = {
     },
 }
 ROLES = ("train", "val", "test")
+# the in-memory synthetic set answers to the on-disk synthetic names: split name -> generated roles
+IN_MEMORY_SPLITS: dict[str, tuple[str, ...]] = {
+    "train_v2": ("train",), "val_v2": ("val",), "test_v2": ("test",), "trainval_v2": ("train", "val")}
 
 
 @dataclass
@@ -90,6 +93,12 @@ class DataConfig:
             raise ValueError(f"synthetic_size: must be >= 128, got {self.synthetic_size}")
         if self.dataset != "synthetic" and not self.root:
             raise ValueError(f"root: required for dataset {self.dataset!r} (the folder of its published layout)")
+        if self.dataset == "synthetic" and self.root is None:  # generated in memory: only its own names
+            for role in ROLES:
+                name = getattr(self, f"{role}_split")
+                if name and name not in IN_MEMORY_SPLITS:
+                    raise ValueError(f"{role}_split: {name!r} is not a split of the in-memory synthetic set "
+                                     f"(splits: {', '.join(IN_MEMORY_SPLITS)})")
 
     def split_names(self) -> dict[str, str]:
         """role -> split name after explicit overrides."""
@@ -171,15 +180,17 @@ def _base_datasets(cfg: DataConfig) -> dict[str, Any]:
     if cfg.dataset == "synthetic" and cfg.root is None:
         from irstdlab.datasets.synthetic import SyntheticDataset
 
-        sets = {
+        from torch.utils.data import ConcatDataset
+
+        generated = {
             role: SyntheticDataset(n, size=cfg.synthetic_size, seed=cfg.synthetic_seed, split=role,
                                    difficulty=cfg.synthetic_difficulty)
             for role, n in zip(ROLES, cfg.synthetic_images)
         }
-        if cfg.selection == "reference":  # train on train+val, select on test
-            from torch.utils.data import ConcatDataset
-
-            sets = {"train": ConcatDataset([sets["train"], sets["val"]]), "val": sets["test"], "test": sets["test"]}
+        sets = {}
+        for role, name in cfg.split_names().items():  # reference: train on train+val, select on test
+            parts = [generated[r] for r in IN_MEMORY_SPLITS[name]]
+            sets[role] = parts[0] if len(parts) == 1 else ConcatDataset(parts)
         return sets
     from irstdlab.datasets.readers import open_dataset
 
@@ -231,4 +242,4 @@ def build_datasets(data_cfg: DataConfig, augment_cfg: AugmentConfig, seed: int =
     }
 
 
-__all__ = ["AugmentConfig", "DataConfig", "TransformedDataset", "build_datasets", "collate_eval", "SPLITS"]
+__all__ = ["IN_MEMORY_SPLITS", "AugmentConfig", "DataConfig", "TransformedDataset", "build_datasets", "collate_eval", "SPLITS"]
