@@ -110,6 +110,12 @@ REQUIRED_KEYS = ("format", "epoch", "model", "optimizer", "scheduler", "scaler",
 _RETRAIN = "this checkpoint can be neither evaluated nor resumed: train again under a new --name"
 
 
+def _file(path: Path | str) -> Path:
+    """A checkpoint folder or file -> the checkpoint file (what error messages name)."""
+    path = Path(path)
+    return path / CHECKPOINT_FILE if path.is_dir() else path
+
+
 def load_checkpoint(path: Path | str) -> dict[str, Any]:
     """Read a checkpoint file or folder with ``weights_only=True``; one-line error if unusable.
 
@@ -117,9 +123,7 @@ def load_checkpoint(path: Path | str) -> dict[str, Any]:
     the stored config parses, so a truncated or foreign file fails here, naming the file."""
     from irstdlab.harness.config import TrialConfig
 
-    path = Path(path)
-    if path.is_dir():
-        path = path / CHECKPOINT_FILE
+    path = _file(path)
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found")
     try:
@@ -153,6 +157,7 @@ def load_weights(model: nn.Module, weights: Any, path: Path | str) -> None:
 
     A checkpoint whose weights were written by another model definition (an older irstdlab, a
     hand-made file) would otherwise fail with torch's multi-line report."""
+    path = _file(path)
     expected = model.state_dict()
     if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
         raise UserError(f"{path}: the stored weights are not a mapping of tensors; {_RETRAIN}")
@@ -178,6 +183,7 @@ def load_weights(model: nn.Module, weights: Any, path: Path | str) -> None:
 def restore_training_state(state: dict[str, Any], path: Path | str, *, model: nn.Module,
                            optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any) -> None:
     """Load model, optimiser, scheduler, AMP scaler and RNG states for a resume (one line on failure)."""
+    path = _file(path)
     load_weights(unwrap(model), state["model"], path)
     try:
         optimizer.load_state_dict(state["optimizer"])

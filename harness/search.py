@@ -27,7 +27,7 @@ from typing import Any, Literal, Sequence
 
 from irstdlab.harness import yamlfile
 from irstdlab.harness.errors import ConfigError
-from irstdlab.harness.search_state import cannot_resume, check_asha_state, read_search_state
+from irstdlab.harness.search_state import cannot_resume, check_asha_state, read_search_state, stored_space_error
 from irstdlab.harness.search_trainable import SearchContext, TrialResources
 from irstdlab.search_spaces import loader
 from irstdlab.search_spaces.loader import SEED_INDEX_KEY, SearchSpace
@@ -248,7 +248,7 @@ def prepare(opts: SearchOptions) -> tuple[SearchSpace, str, str, dict[str, Any]]
         try:
             space = build_space(opts, stored)
         except (ConfigError, yamlfile.YAMLError) as exc:
-            raise cannot_resume(search_dir / STATE_FILE, f"its stored search space does not load ({exc})") from None
+            raise stored_space_error(search_dir / STATE_FILE, exc) from None
         if opts.space is not None:
             given = build_space(SearchOptions(**{**asdict(opts), "resume": False, "resources": opts.resources}))
             if given.space_hash != stored["space_hash"]:

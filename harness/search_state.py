@@ -30,6 +30,14 @@ def cannot_resume(path: Path, problem: str) -> ConfigError:
                        f"(or resume with the irstdlab version that wrote it)")
 
 
+def stored_space_error(path: Path, exc: Exception) -> ConfigError:
+    """The stored space text (``space_text``) no longer parses or validates."""
+    mark = getattr(exc, "problem_mark", None)
+    reason = (f"not valid YAML at line {mark.line + 1}: {getattr(exc, 'problem', '')}" if mark is not None
+              else str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    return cannot_resume(path, f"its stored search space (space_text) does not load ({reason})")
+
+
 def _read_json(path: Path, what: str) -> Any:
     try:
         text = path.read_bytes().decode("utf-8")
@@ -40,7 +48,8 @@ def _read_json(path: Path, what: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        cut = " (the file is truncated)" if exc.pos >= len(text.rstrip()) else ""
+        ended = exc.pos >= len(text.rstrip()) or exc.msg.startswith("Unterminated string")
+        cut = " (the file is truncated)" if ended else ""
         raise cannot_resume(path, f"the {what} is not valid JSON at line {exc.lineno} column {exc.colno}{cut}") from None
 
 
@@ -93,4 +102,4 @@ def check_asha_state(path: Path) -> None:
                 raise cannot_resume(path, f"brackets[{b}][{r}]: expected [milestone, {{trial: value}}]")
 
 
-__all__ = ["SEARCH_STATE_KEYS", "cannot_resume", "check_asha_state", "read_search_state"]
+__all__ = ["SEARCH_STATE_KEYS", "cannot_resume", "check_asha_state", "read_search_state", "stored_space_error"]

@@ -1,6 +1,6 @@
 """The numeric metric names a trial reports, so a search objective can be checked before it runs.
 
-``harness.trial`` reports every epoch: ``epoch``, ``epochs``, ``workers``, ``lr``, ``train/*``
+``harness.trial`` reports every epoch: ``epoch``, ``epochs``, ``workers``, ``lr``, ``images_per_s``, ``train/*``
 (the model's loss terms, their sum ``train/loss``, ``train/iterations``, ``train/time_s``), on
 evaluation epochs ``val/*`` (``harness.evaluate.score``: mAP07, mAP12, recall, counts; mNoCoAP
 and NoCoAPxx when NoCo is on), ``best_epoch`` and ``best/val/<select_metric>``; after the last
@@ -17,7 +17,7 @@ _PATTERNS = (
     re.compile(rf"(val|test)/{_EVAL}"),
     re.compile(r"best/val/(mAP07|mAP12|recall|mNoCoAP)"),
     re.compile(r"train/(loss|iterations|time_s|loss_[A-Za-z0-9_]+)"),
-    re.compile(r"epoch|epochs|workers|lr|dadapt_d|best_epoch|gmacs|params_m"),
+    re.compile(r"epoch|epochs|workers|lr|images_per_s|dadapt_d|best_epoch|gmacs|params_m"),
 )
 EXAMPLES = ("val/mAP07", "val/mAP12", "val/recall", "val/mNoCoAP", "best/val/mAP07", "test/mAP07",
             "train/loss", "gmacs", "params_m")
