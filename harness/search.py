@@ -21,13 +21,14 @@ import json
 import os
 import shutil
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
 from irstdlab.harness import yamlfile
 from irstdlab.harness.errors import ConfigError
-from irstdlab.harness.search_state import cannot_resume, check_asha_state, read_search_state, stored_space_error
+from irstdlab.harness.search_state import (cannot_resume, check_asha_state, check_journal, read_search_state,
+                                           stored_space_error)
 from irstdlab.harness.search_trainable import SearchContext, TrialResources
 from irstdlab.search_spaces import loader
 from irstdlab.search_spaces.loader import SEED_INDEX_KEY, SearchSpace
@@ -225,11 +226,10 @@ def _tuner(space: SearchSpace, opts: SearchOptions, name: str, storage: str, pla
 
 # ----------------------------------------------------------------------------------- run
 def _stored_state(search_dir: Path) -> dict[str, Any] | None:
-    from dataclasses import fields
-
     state = read_search_state(search_dir / STATE_FILE, {f.name for f in fields(TrialResources)})
-    if state is not None:
+    if state is not None:  # the other files a resume reads
         check_asha_state(search_dir / ASHA_FILE)
+        check_journal(search_dir / JOURNAL_FILE)
     return state
 
 

@@ -102,4 +102,22 @@ def check_asha_state(path: Path) -> None:
                 raise cannot_resume(path, f"brackets[{b}][{r}]: expected [milestone, {{trial: value}}]")
 
 
-__all__ = ["SEARCH_STATE_KEYS", "cannot_resume", "check_asha_state", "read_search_state", "stored_space_error"]
+def check_journal(path: Path) -> None:
+    """``optuna-journal.log``: one JSON object per newline-terminated line. Optuna skips a cut-off
+    last line on reading, but the next append lands on it and every later read then fails."""
+    if not path.exists():
+        return
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise cannot_resume(path, f"cannot read the Optuna journal ({exc.strerror or exc})") from None
+    for number, line in enumerate(data.splitlines(keepends=True), start=1):
+        try:
+            complete = line.endswith(b"\n") and isinstance(json.loads(line), dict)
+        except ValueError:  # JSONDecodeError and UnicodeDecodeError
+            complete = False
+        if not complete:
+            raise cannot_resume(path, f"line {number} of the Optuna journal is not a complete JSON record")
+
+
+__all__ = ["SEARCH_STATE_KEYS", "cannot_resume", "check_asha_state", "check_journal", "read_search_state", "stored_space_error"]

@@ -142,15 +142,19 @@ def test_eval_of_a_split_the_synthetic_set_does_not_have_names_the_splits(traine
 @pytest.fixture
 def stored_search(tmp_path) -> tuple[Path, Path]:
     """A search folder holding the state files a started search writes: (storage, search dir)."""
-    from irstdlab.harness.search import ASHA_FILE, STATE_FILE, SearchOptions, prepare
-    from irstdlab.harness.search_callbacks import PersistentASHA
+    from optuna.distributions import FloatDistribution
+
+    from irstdlab.harness.search import ASHA_FILE, JOURNAL_FILE, STATE_FILE, SearchOptions, prepare
+    from irstdlab.harness.search_callbacks import PersistentASHA, open_journal_study
 
     (tmp_path / "space.yaml").write_text(SPACE)
     storage = tmp_path / "runs"
-    _, name, _, state = prepare(SearchOptions(space=str(tmp_path / "space.yaml"), name="s", storage=str(storage)))
+    space, name, _, state = prepare(SearchOptions(space=str(tmp_path / "space.yaml"), name="s", storage=str(storage)))
     search_dir = storage / name
     search_dir.mkdir(parents=True)
     (search_dir / STATE_FILE).write_text(json.dumps(state, indent=1, sort_keys=True))
+    study = open_journal_study(str(search_dir / JOURNAL_FILE), state["study_name"], space)
+    study.tell(study.ask({"optim.lr": FloatDistribution(1e-4, 1e-2, log=True)}), 0.5)  # one finished trial
     asha = PersistentASHA(str(search_dir / ASHA_FILE), time_attr="epoch", metric="val/mAP07", mode="max",
                           max_t=3, grace_period=1, reduction_factor=2)
     rungs = asha.rung_state()
@@ -181,6 +185,8 @@ def test_intact_search_state_resumes(stored_search, tmp_path):
     ("asha_state.json", lambda t: t[: len(t) - 5], ("not valid JSON",)),
     ("asha_state.json", lambda t: json.dumps({"num_stopped": 0}), ("'brackets'",)),
     ("asha_state.json", lambda t: json.dumps({"brackets": [[["x", {}]]]}), ("brackets[0][0]",)),
+    ("optuna-journal.log", lambda t: t[:-7], ("Optuna journal",)),
+    ("optuna-journal.log", lambda t: t.replace("\n", "\n{oops\n", 1), ("line 2 of the Optuna journal",)),
 ])
 def test_broken_search_state_is_one_line_and_kept(stored_search, tmp_path, file, damage, words):
     storage, search_dir = stored_search
