@@ -44,6 +44,7 @@ SPLITS: dict[str, dict[str, dict[str, str]]] = {
     },
 }
 ROLES = ("train", "val", "test")
+MAX_SIDE = 8192  # pixels; an input side beyond this is a typo that would only fail as out-of-memory
 # the in-memory synthetic set answers to the on-disk synthetic names: split name -> generated roles
 IN_MEMORY_SPLITS: dict[str, tuple[str, ...]] = {
     "train_v2": ("train",), "val_v2": ("val",), "test_v2": ("test",), "trainval_v2": ("train", "val")}
@@ -75,11 +76,11 @@ class DataConfig:
     synthetic_seed: int = 0
 
     def validate(self) -> None:
-        if self.size < 32 or self.size % 32:
-            raise ValueError(f"size: must be a multiple of 32 and >= 32, got {self.size}")
+        if not 32 <= self.size <= MAX_SIDE or self.size % 32:
+            raise ValueError(f"size: must be a multiple of 32 in 32..{MAX_SIDE}, got {self.size}")
         if self.scale is not None:
-            if min(self.scale) < 32:
-                raise ValueError(f"scale: both sides must be >= 32, got {list(self.scale)}")
+            if min(self.scale) < 32 or max(self.scale) > MAX_SIDE:
+                raise ValueError(f"scale: both sides must be in 32..{MAX_SIDE}, got {list(self.scale)}")
             if self.protocol != "clean":
                 raise ValueError("scale: keep-ratio rescaling needs protocol 'clean' (the reference protocol squashes)")
         for key in ("repeat", "batch_size", "eval_batch_size"):
@@ -89,8 +90,10 @@ class DataConfig:
             raise ValueError(f"num_workers: must be >= 0, got {self.num_workers}")
         if any(n < 1 for n in self.synthetic_images):
             raise ValueError(f"synthetic_images: each of (train, val, test) must be >= 1, got {list(self.synthetic_images)}")
-        if self.synthetic_size < 128:
-            raise ValueError(f"synthetic_size: must be >= 128, got {self.synthetic_size}")
+        if not 128 <= self.synthetic_size <= MAX_SIDE:
+            raise ValueError(f"synthetic_size: must be in 128..{MAX_SIDE}, got {self.synthetic_size}")
+        if not 0 <= self.synthetic_seed < 2**32:  # numpy's SeedSequence refuses negative seeds mid-run
+            raise ValueError(f"synthetic_seed: must be in 0..{2**32 - 1}, got {self.synthetic_seed}")
         if self.dataset != "synthetic" and not self.root:
             raise ValueError(f"root: required for dataset {self.dataset!r} (the folder of its published layout)")
         if self.dataset == "synthetic" and self.root is None:  # generated in memory: only its own names

@@ -207,6 +207,8 @@ def test_broken_search_state_is_one_line_and_kept(stored_search, tmp_path, file,
     ("model.p=-.inf", ("model.p", "finite")),
     ("optim.weight_decay=.nan", ("optim.weight_decay", "NaN")),
     (f"data.synthetic_images=[4, 2, {10**30}]", ("data.synthetic_images[2]", "64 bits")),
+    ("data.synthetic_seed=-1", ("data.synthetic_seed", "0..4294967295")),
+    (f"data.size={2**20}", ("data.size", "32..8192")),
     ("model.regress_ranges=[[-.inf, 64], [64, .inf]]",
      ("model.regress_ranges", "lower bound must be finite")),
 ])
