@@ -37,8 +37,12 @@ import yaml
 
 from irstdlab.harness import configtree, yamlfile
 from irstdlab.harness.errors import ConfigError
-from irstdlab.search_spaces.sections import budget as _budget, check_noco_objectives, finite_number as _finite_number
-from irstdlab.search_spaces.sections import objectives as _objectives, positive_int as _positive_int, short as _short
+from irstdlab.search_spaces.sections import budget as _budget
+from irstdlab.search_spaces.sections import check_objectives_reported
+from irstdlab.search_spaces.sections import finite_number as _finite_number
+from irstdlab.search_spaces.sections import objectives as _objectives
+from irstdlab.search_spaces.sections import positive_int as _positive_int
+from irstdlab.search_spaces.sections import short as _short
 from irstdlab.search_spaces.space import (  # noqa: F401  (re-exported: the loader's public names)
     SEED_INDEX_KEY,
     Budget,
@@ -158,7 +162,7 @@ def parse(text: str, label: str = "<space>", folder: Path | None = None, default
     base_raw = _validated_base(space, err)
     params = _parameters(raw.get("parameters"), leaves, base_raw, err)
     _check_pinned_and_searched(space.overrides, params, err)
-    check_noco_objectives(objectives, TrialConfig.from_dict(base_raw).eval.needs_noco, {p.path for p in params}, err)
+    check_objectives_reported(objectives, TrialConfig.from_dict(base_raw).eval, {p.path for p in params}, err)
     space = SearchSpace(**{**space.__dict__, "parameters": params})
     if sampler == "grid":
         try:

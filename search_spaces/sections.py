@@ -59,15 +59,19 @@ def objectives(raw: Any, err: ErrorBuilder) -> tuple[Objective, ...]:
     return tuple(out)
 
 
-def check_noco_objectives(objs: tuple[Objective, ...], base_needs_noco: bool, searched: set[str],
-                          err: ErrorBuilder) -> None:
-    """A NoCo objective needs NoCo scoring on in the base (or a parameter that may turn it on)."""
-    if base_needs_noco or searched & {"eval.mnocoap", "eval.select_metric"}:
+def check_objectives_reported(objs: tuple[Objective, ...], base_eval: Any, searched: set[str],
+                              err: ErrorBuilder) -> None:
+    """Metrics that depend on the eval section must be switched on by the base config (or searched):
+    NoCo metrics need NoCo scoring, ``best/val/X`` needs ``eval.select_metric: X``."""
+    if "eval.select_metric" in searched:
         return
     for o in objs:
-        if trial_metrics.needs_noco(o.metric):
+        if trial_metrics.needs_noco(o.metric) and not base_eval.needs_noco and "eval.mnocoap" not in searched:
             raise err("objective", f"{o.metric!r} is reported only with NoCo scoring; set overrides "
                                    f"eval.mnocoap: true (or eval.select_metric: mNoCoAP)")
+        if o.metric.startswith("best/val/") and o.metric != f"best/val/{base_eval.select_metric}":
+            raise err("objective", f"{o.metric!r} is reported only with eval.select_metric "
+                                   f"{o.metric.rsplit('/', 1)[-1]} (this space selects on {base_eval.select_metric})")
 
 
 def refuse_fixed_and_searched(set_keys: list[str], space: SearchSpace) -> None:
@@ -92,4 +96,4 @@ def short(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-__all__ = ["BUDGET_KEYS", "budget", "check_noco_objectives", "finite_number", "objectives", "positive_int", "refuse_fixed_and_searched", "short"]
+__all__ = ["BUDGET_KEYS", "budget", "check_objectives_reported", "finite_number", "objectives", "positive_int", "refuse_fixed_and_searched", "short"]

@@ -267,6 +267,7 @@ def test_space_not_utf8_is_one_line(tmp_path):
 @pytest.mark.parametrize("metric, words", [
     ("val/bogus", ("'val/bogus' is not a metric a trial reports",)),
     ("val/mNoCoAP", ("only with NoCo scoring", "eval.mnocoap")),
+    ("best/val/recall", ("only with eval.select_metric recall", "selects on mAP07")),
 ])
 def test_objective_no_trial_reports_is_refused_at_plan_time(tmp_path, metric, words):
     space_refused(tmp_path, SPACE + f"objective: {{metric: {metric}, mode: max}}\n", words=("space.yaml:5", *words))
