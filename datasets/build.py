@@ -45,6 +45,7 @@ SPLITS: dict[str, dict[str, dict[str, str]]] = {
 }
 ROLES = ("train", "val", "test")
 MAX_SIDE = 8192  # pixels; an input side beyond this is a typo that would only fail as out-of-memory
+MAX_COUNT = 4096  # batch sizes and repeats, for the same reason
 # the in-memory synthetic set answers to the on-disk synthetic names: split name -> generated roles
 IN_MEMORY_SPLITS: dict[str, tuple[str, ...]] = {
     "train_v2": ("train",), "val_v2": ("val",), "test_v2": ("test",), "trainval_v2": ("train", "val")}
@@ -83,11 +84,13 @@ class DataConfig:
                 raise ValueError(f"scale: both sides must be in 32..{MAX_SIDE}, got {list(self.scale)}")
             if self.protocol != "clean":
                 raise ValueError("scale: keep-ratio rescaling needs protocol 'clean' (the reference protocol squashes)")
-        for key in ("repeat", "batch_size", "eval_batch_size"):
+        for key in ("repeat", "batch_size", "eval_batch_size"):  # upper bound: a typo, not a run
             if getattr(self, key) < 1:
                 raise ValueError(f"{key}: must be >= 1, got {getattr(self, key)}")
-        if self.num_workers < 0:
-            raise ValueError(f"num_workers: must be >= 0, got {self.num_workers}")
+            if getattr(self, key) > MAX_COUNT:
+                raise ValueError(f"{key}: must be <= {MAX_COUNT}, got {getattr(self, key)}")
+        if not 0 <= self.num_workers <= 256:
+            raise ValueError(f"num_workers: must be in 0..256, got {self.num_workers}")
         if any(n < 1 for n in self.synthetic_images):
             raise ValueError(f"synthetic_images: each of (train, val, test) must be >= 1, got {list(self.synthetic_images)}")
         if not 128 <= self.synthetic_size <= MAX_SIDE:

@@ -16,6 +16,7 @@ from typing import Any, Literal, get_args, get_type_hints
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "lsknet_t", "lsknet_s")
 MAX_LEVELS = 5  # P3..P7
+MAX_WIDTH, MAX_DEPTH, MAX_BOXES = 4096, 32, 100_000  # channels, head convs, boxes per image
 
 # Per-detector defaults: a model section that names a detector but leaves one of these keys
 # out gets the detector's own value rather than the FCOS reference default (applied by
@@ -170,11 +171,18 @@ class ModelConfig:
                 _fail(key, f"must be >= 0, got {getattr(self, key)}")
         if self.anchor_scale <= 0:
             _fail("anchor_scale", f"must be > 0, got {self.anchor_scale}")
-        for key in ("fpn_channels", "head_width", "norm_groups", "nms_pre", "max_per_img", "adapter_hidden"):
+        # upper bounds: far above every published detector, low enough that a typo fails here and
+        # not as an out-of-memory crash once the run has started
+        for key, top in (("fpn_channels", MAX_WIDTH), ("head_width", MAX_WIDTH), ("norm_groups", MAX_WIDTH),
+                         ("adapter_hidden", MAX_WIDTH), ("nms_pre", MAX_BOXES), ("max_per_img", MAX_BOXES)):
             if getattr(self, key) < 1:
                 _fail(key, f"must be >= 1, got {getattr(self, key)}")
+            if getattr(self, key) > top:
+                _fail(key, f"must be <= {top}, got {getattr(self, key)}")
         if self.head_depth < 0:
             _fail("head_depth", f"must be >= 0, got {self.head_depth}")
+        if self.head_depth > MAX_DEPTH:
+            _fail("head_depth", f"must be <= {MAX_DEPTH}, got {self.head_depth}")
         if not 1 <= self.num_levels <= MAX_LEVELS:
             _fail("num_levels", f"must be in 1..{MAX_LEVELS} (levels from P3 up), got {self.num_levels}")
         if self.head_width % self.norm_groups:

@@ -105,12 +105,17 @@ def _no_optimizer(state):
     state.pop("optimizer")
 
 
+def _history_not_a_list(state):
+    state["history"] = 3
+
+
 @pytest.mark.parametrize("edit, words", [
     (_truncate_config, ("stored config does not load", "new --name")),
     (_drop_weight, ("weights do not match", "missing", "new --name")),
     (_reshape_weight, ("weights do not match", "another shape")),
     (_future_format, ("format 99", "irstdlab version")),
     (_no_optimizer, ("misses 'optimizer'", "new --name")),
+    (_history_not_a_list, ("history is not what irstdlab writes (got int)",)),
 ])
 def test_eval_of_a_corrupt_checkpoint_is_one_line(trained, tmp_path, edit, words):
     folder = broken_copy(trained, tmp_path, edit)
@@ -209,6 +214,8 @@ def test_broken_search_state_is_one_line_and_kept(stored_search, tmp_path, file,
     (f"data.synthetic_images=[4, 2, {10**30}]", ("data.synthetic_images[2]", "64 bits")),
     ("data.synthetic_seed=-1", ("data.synthetic_seed", "0..4294967295")),
     (f"data.size={2**20}", ("data.size", "32..8192")),
+    ("data.batch_size=100000", ("data.batch_size", "<= 4096")),
+    (f"model.fpn_channels={10**9}", ("model.fpn_channels", "<= 4096")),
     ("model.regress_ranges=[[-.inf, 64], [64, .inf]]",
      ("model.regress_ranges", "lower bound must be finite")),
 ])
