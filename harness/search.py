@@ -25,10 +25,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
-from irstdlab.harness import yamlfile
+from irstdlab.harness import configtree, yamlfile
 from irstdlab.harness.errors import ConfigError
 from irstdlab.harness.search_state import (cannot_resume, check_asha_state, check_journal, read_search_state,
-                                           stored_space_error)
+                                           refuse_plan_changes_on_resume, stored_space_error)
 from irstdlab.harness.search_trainable import SearchContext, TrialResources
 from irstdlab.search_spaces import loader
 from irstdlab.search_spaces.loader import SEED_INDEX_KEY, SearchSpace
@@ -87,17 +87,13 @@ def build_space(opts: SearchOptions, stored: dict[str, Any] | None = None) -> Se
     else:
         text, label, folder = loader.resolve(opts.space)
         parsed = loader.parse(text, label, folder, Path(label).stem)  # errors with the file's own line numbers
-        from irstdlab.harness.configtree import parse_override
-
-        refuse_fixed_and_searched([".".join(parse_override(item)[0]) for item in opts.overrides], parsed)
+        refuse_fixed_and_searched([".".join(configtree.parse_override(item)[0]) for item in opts.overrides], parsed)
         raw = yamlfile.load(text)
         if not (opts.overrides or opts.max_epochs is not None or opts.searcher_seed is not None):
             raw.setdefault("name", Path(label).stem)
             return loader.parse(yaml.safe_dump(raw, sort_keys=False), label, folder)
         raw.setdefault("name", Path(label).stem)
         if opts.overrides:
-            from irstdlab.harness import configtree
-
             raw["overrides"] = dict(raw.get("overrides") or {})
             for item in opts.overrides:
                 keys, value = configtree.parse_override(item)
@@ -245,6 +241,7 @@ def prepare(opts: SearchOptions) -> tuple[SearchSpace, str, str, dict[str, Any]]
         stored = _stored_state(search_dir)
         if stored is None:
             raise ConfigError(f"{search_dir}: no search to resume here (start it without --resume)")
+        refuse_plan_changes_on_resume(opts.overrides, opts.max_epochs, opts.searcher_seed, opts.num_samples)
         try:
             space = build_space(opts, stored)
         except (ConfigError, yamlfile.YAMLError) as exc:

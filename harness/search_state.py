@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from irstdlab.harness.errors import ConfigError
 
@@ -28,6 +28,17 @@ SCHEDULERS = ("asha", "none")
 def cannot_resume(path: Path, problem: str) -> ConfigError:
     return ConfigError(f"{path}: {problem}; this search cannot be resumed: start it again under a new --name "
                        f"(or resume with the irstdlab version that wrote it)")
+
+
+def refuse_plan_changes_on_resume(overrides: Sequence[str], max_epochs: int | None, searcher_seed: int | None,
+                                  num_samples: int | None) -> None:
+    """``--resume`` continues the stored plan; a flag that would change it would be silently ignored."""
+    given = [flag for flag, value in (("--set", overrides), ("--max-epochs", max_epochs),
+                                      ("--searcher-seed", searcher_seed), ("--num-samples", num_samples))
+             if value not in (None, (), [])]
+    if given:
+        raise ConfigError(f"{given[0]}: --resume continues the search exactly as it was planned and cannot change "
+                          f"it; drop {given[0]}, or start a new search under another --name")
 
 
 def stored_space_error(path: Path, exc: Exception) -> ConfigError:
@@ -120,4 +131,5 @@ def check_journal(path: Path) -> None:
             raise cannot_resume(path, f"line {number} of the Optuna journal is not a complete JSON record")
 
 
-__all__ = ["SEARCH_STATE_KEYS", "cannot_resume", "check_asha_state", "check_journal", "read_search_state", "stored_space_error"]
+__all__ = ["SEARCH_STATE_KEYS", "cannot_resume", "check_asha_state", "check_journal", "read_search_state", "refuse_plan_changes_on_resume",
+           "stored_space_error"]

@@ -295,3 +295,19 @@ def test_set_on_a_searched_key_is_refused_naming_it(tmp_path):
 def test_a_key_both_fixed_and_searched_in_the_space_names_both_lines(tmp_path):
     space_refused(tmp_path, SPACE + "overrides: {optim.lr: 0.5}\n",
                   words=("space.yaml:3", "also fixed under overrides (line 5)"))
+
+
+@pytest.mark.parametrize("flag", [["--set", "optim.lr=0.5"], ["--max-epochs", "9"], ["--num-samples", "99"]])
+def test_resume_refuses_flags_it_would_silently_ignore(stored_search, tmp_path, flag):
+    storage, search_dir = stored_search
+    before = {p.name: digest(p) for p in search_dir.iterdir()}
+    refused(cli("search", "--resume", "--name", "s", "--storage", str(storage), "--dry-run", *flag, cwd=tmp_path),
+            f"{flag[0]}: --resume continues the search exactly as it was planned", "--name")
+    assert {p.name: digest(p) for p in search_dir.iterdir()} == before
+
+
+def test_config_and_space_files_with_a_utf8_bom_load(tmp_path):
+    (tmp_path / "space.yaml").write_bytes(b"\xef\xbb\xbf" + SPACE.encode())
+    result = cli("search", "space.yaml", "--dry-run", "--storage", "runs", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "optim.lr" in result.stdout
