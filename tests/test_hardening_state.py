@@ -311,3 +311,14 @@ def test_config_and_space_files_with_a_utf8_bom_load(tmp_path):
     result = cli("search", "space.yaml", "--dry-run", "--storage", "runs", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "optim.lr" in result.stdout
+
+
+def test_resume_with_a_broken_tune_snapshot_is_one_error_line(stored_search, tmp_path):
+    """Tune's own tuner.pkl is read only after Ray starts; a cut-off one still ends in one error line."""
+    storage, search_dir = stored_search
+    (search_dir / "tuner.pkl").write_bytes(b"\x80\x04garbage")
+    (search_dir / "experiment_state-2026-01-01_00-00-00.json").write_text('{"trial_data": [')
+    before = {p.name: digest(p) for p in search_dir.iterdir()}
+    refused(cli("search", "--resume", "--name", "s", "--storage", str(storage), "--num-cpus", "1", cwd=tmp_path),
+            str(search_dir), "Tune cannot read its saved state", "new --name", after_progress=True)
+    assert {p.name: digest(p) for p in search_dir.iterdir()} == before
