@@ -281,6 +281,8 @@ class SyntheticDataset:
                  split: str = "train", difficulty: str = "medium", **overrides):
         if num_images < 0:
             raise DatasetError(None, f"synthetic num_images={num_images}: must be >= 0")
+        if not 0 <= int(seed) < 2**63:  # numpy's SeedSequence takes non-negative integers only
+            raise DatasetError(None, f"synthetic seed={seed}: must be in 0..{2**63 - 1}")
         self.num_images = int(num_images)
         self.seed = int(seed)
         self.split = split

@@ -104,6 +104,7 @@ def write_dataset(out_dir: str | Path, num_images: int, size: int | tuple[int, i
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise DatasetError(out, "is not empty; choose another folder or pass overwrite=True")
     counts = split_counts(num_images)  # refuses too few images before anything is written
+    SyntheticDataset(1, size=size, seed=seed, difficulty=difficulty, **overrides)  # checks size, seed, knobs first
     for sub in ("PNGImages", "SIRST/BBox", "SIRST/BinaryMask", "SkySeg/PaletteMask", "SkySeg/BinaryMask", "Splits"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     ids: dict[str, list[str]] = {}

@@ -44,12 +44,17 @@ def five(tmp_path_factory) -> Path:
     return root
 
 
-def test_synth_refuses_too_few_images_and_writes_nothing(tmp_path):
-    for n in (1, 2):
-        result = synth(tmp_path / "few", n)
-        err = result.stderr.strip()
-        assert result.returncode == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
-        assert "--images" in err and "at least 3" in err
+@pytest.mark.parametrize("images, extra, words", [
+    (1, (), ("--images", "at least 3")),
+    (2, (), ("--images", "at least 3")),
+    (3, ("--seed", "-1"), ("seed=-1",)),
+    (3, ("--size", "100"), ("size=100",)),
+])
+def test_synth_refuses_bad_arguments_and_writes_nothing(tmp_path, images, extra, words):
+    result = synth(tmp_path / "few", images, *extra)
+    err = result.stderr.strip()
+    assert result.returncode == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert all(w in err for w in words), err
     assert not (tmp_path / "few").exists()
 
 
