@@ -46,9 +46,45 @@ class UniqueKeyLoader(yaml.SafeLoader):
 
 
 
+MAX_VALUES = 100_000  # scalars + collections after alias expansion; real configs hold a few hundred
+
+
+class AliasBombError(yaml.composer.ComposerError):
+    """Aliases (``*name``) that expand to more values than any config holds ("billion laughs")."""
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """Values ``node`` stands for once every alias is written out (memoised: aliases share nodes)."""
+    if id(node) in sizes:
+        if sizes[id(node)] < 0:  # reached again while still inside it: no config value contains itself
+            raise AliasBombError(None, None, "an alias (*name) refers to a collection that contains it",
+                                 node.start_mark)
+        return sizes[id(node)]
+    sizes[id(node)] = -1
+    if isinstance(node, yaml.MappingNode):
+        total = 1 + sum(_expanded_size(k, sizes) + _expanded_size(v, sizes) for k, v in node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        total = 1 + sum(_expanded_size(v, sizes) for v in node.value)
+    else:
+        total = 1
+    sizes[id(node)] = total = min(total, MAX_VALUES + 1)
+    return total
+
+
 def load(text: str) -> Any:
-    """``yaml.safe_load`` that raises :class:`DuplicateKeyError` (a ``yaml.YAMLError``) on a repeated key."""
-    return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    """``yaml.safe_load`` that raises a ``yaml.YAMLError`` on a repeated key (:class:`DuplicateKeyError`)
+    or on aliases that expand beyond ``MAX_VALUES`` values (:class:`AliasBombError`)."""
+    loader = UniqueKeyLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, {}) > MAX_VALUES:
+            raise AliasBombError(None, None, f"its aliases (*name) expand to more than {MAX_VALUES} values; "
+                                             f"write the values out", node.start_mark)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 def read_text(path: str | Path, what: str = "file") -> str:
@@ -66,4 +102,4 @@ def read_text(path: str | Path, what: str = "file") -> str:
                           f"save it as UTF-8") from None
 
 
-__all__ = ["DuplicateKeyError", "YAMLError", "UniqueKeyLoader", "load", "read_text"]
+__all__ = ["AliasBombError", "DuplicateKeyError", "YAMLError", "UniqueKeyLoader", "load", "read_text"]

@@ -322,3 +322,13 @@ def test_resume_with_a_broken_tune_snapshot_is_one_error_line(stored_search, tmp
     refused(cli("search", "--resume", "--name", "s", "--storage", str(storage), "--num-cpus", "1", cwd=tmp_path),
             str(search_dir), "Tune cannot read its saved state", "new --name", after_progress=True)
     assert {p.name: digest(p) for p in search_dir.iterdir()} == before
+
+
+def test_yaml_alias_bombs_are_refused_before_expanding(tmp_path):
+    nested = "[&a0 [1, 1, 1, 1, 1, 1, 1, 1, 1]" + "".join(
+        f", &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)) + "]"
+    (tmp_path / "laughs.yaml").write_text(f"model:\n  p: {nested}\n")
+    refused(cli("train", "laughs.yaml", "--no-ray", "--storage", "runs", cwd=tmp_path),
+            "laughs.yaml", "expand to more than 100000 values")
+    space_refused(tmp_path, SPACE + "description: &d [*d]\n", words=("space.yaml", "contains it"))
+    assert not (tmp_path / "runs").exists()
