@@ -4,7 +4,9 @@ One function builds a (nested) dataclass from a dict and checks every value agai
 field's type annotation (``int``, ``float``, ``bool``, ``str``, ``Literal[...]``, ``X | None``,
 ``tuple[...]``, ``list[...]``, nested dataclasses). Problems are reported as one
 ``ConfigError`` that names the dotted key, e.g. ``model.p: expected a number, got 'high'``,
-and for unknown keys lists the valid ones. Range checks live in each dataclass's
+and for unknown keys lists the valid ones. Generic ranges hold for every field: a float must be
+finite (a field whose metadata sets ``ALLOW_INF`` may be +-inf), an integer must fit in int64.
+Field-specific range checks live in each dataclass's
 ``validate()`` (called after construction), which raises ``ValueError("<field>: <problem>")``;
 they are re-raised with the full dotted path.
 """

@@ -18,6 +18,9 @@ A space file reads like the space (see ``quickstart.yaml``)::
 Everything is checked against the ``TrialConfig`` tree (``configtree.field_paths``) when the
 file is loaded: an unknown path, a value the config rejects, an empty choice, a bad range or a
 ``when`` on an unknown parameter is one :class:`ConfigError` ``<file>:<line>: <key>: <problem>``.
+So are a key repeated in one mapping (``harness/yamlfile.py`` names both lines), a bound that is
+not a finite number, a key both fixed under ``overrides`` and searched, and an objective no trial
+reports (``harness/trial_metrics.py``; NoCo and ``best/val/X`` metrics need the eval settings).
 
 The space turns into a picklable, top-level define-by-run object (:class:`DefineByRun`) for
 Ray's ``OptunaSearch`` (notes E6: lambdas and ``__main__`` functions break checkpointing), or
