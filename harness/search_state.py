@@ -114,22 +114,41 @@ def check_asha_state(path: Path) -> None:
 
 
 def check_journal(path: Path) -> None:
-    """``optuna-journal.log``: one JSON object per newline-terminated line. Optuna skips a cut-off
-    last line on reading, but the next append lands on it and every later read then fails."""
+    """``optuna-journal.log``: one JSON object per newline-terminated line.
+
+    A cut-off last line (the process was killed mid-write) is fine: Optuna skips it on reading
+    and ``drop_cut_off_record`` removes it before the next append. A broken line before it makes
+    every read of the study fail; the journal is only the dashboard's copy (the leaderboard
+    holds every trial), so the way out is to move it aside."""
     if not path.exists():
         return
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise cannot_resume(path, f"cannot read the Optuna journal ({exc.strerror or exc})") from None
-    for number, line in enumerate(data.splitlines(keepends=True), start=1):
+    lines = data.splitlines(keepends=True)
+    if lines and not lines[-1].endswith(b"\n"):
+        lines.pop()  # cut off mid-write: tolerated (see above)
+    for number, line in enumerate(lines, start=1):
         try:
-            complete = line.endswith(b"\n") and isinstance(json.loads(line), dict)
+            complete = isinstance(json.loads(line), dict)
         except ValueError:  # JSONDecodeError and UnicodeDecodeError
             complete = False
         if not complete:
-            raise cannot_resume(path, f"line {number} of the Optuna journal is not a complete JSON record")
+            raise ConfigError(f"{path}: line {number} of the Optuna journal is not a JSON record, so Optuna "
+                              f"cannot read the study; move the file aside to resume (it is the dashboard's "
+                              f"copy: the leaderboard keeps every trial)")
 
 
-__all__ = ["SEARCH_STATE_KEYS", "cannot_resume", "check_asha_state", "check_journal", "read_search_state", "refuse_plan_changes_on_resume",
+def drop_cut_off_record(path: Path) -> None:
+    """Remove a last journal line without its newline, so the next record does not land on it."""
+    if not path.is_file():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with path.open("r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
+
+
+__all__ = ["SEARCH_STATE_KEYS", "cannot_resume", "check_asha_state", "check_journal", "drop_cut_off_record", "read_search_state", "refuse_plan_changes_on_resume",
            "stored_space_error"]

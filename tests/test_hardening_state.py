@@ -190,8 +190,6 @@ def test_intact_search_state_resumes(stored_search, tmp_path):
     ("asha_state.json", lambda t: t[: len(t) - 5], ("not valid JSON",)),
     ("asha_state.json", lambda t: json.dumps({"num_stopped": 0}), ("'brackets'",)),
     ("asha_state.json", lambda t: json.dumps({"brackets": [[["x", {}]]]}), ("brackets[0][0]",)),
-    ("optuna-journal.log", lambda t: t[:-7], ("Optuna journal",)),
-    ("optuna-journal.log", lambda t: t.replace("\n", "\n{oops\n", 1), ("line 2 of the Optuna journal",)),
 ])
 def test_broken_search_state_is_one_line_and_kept(stored_search, tmp_path, file, damage, words):
     storage, search_dir = stored_search
@@ -332,3 +330,33 @@ def test_yaml_alias_bombs_are_refused_before_expanding(tmp_path):
             "laughs.yaml", "expand to more than 100000 values")
     space_refused(tmp_path, SPACE + "description: &d [*d]\n", words=("space.yaml", "contains it"))
     assert not (tmp_path / "runs").exists()
+
+
+def test_journal_with_a_broken_record_names_the_line_and_the_way_out(stored_search, tmp_path):
+    storage, search_dir = stored_search
+    path = search_dir / "optuna-journal.log"
+    path.write_text(path.read_text().replace("\n", "\n{oops\n", 1))
+    refused(resume_dry_run(storage, tmp_path), str(path), "line 2 of the Optuna journal", "move the file aside")
+
+
+def test_journal_cut_off_mid_record_resumes_and_is_trimmed_before_the_next_write(stored_search, tmp_path):
+    import optuna
+
+    from irstdlab.harness.search import SearchOptions, build_space
+    from irstdlab.harness.search_callbacks import open_journal_study
+
+    storage, search_dir = stored_search
+    path = search_dir / "optuna-journal.log"
+    whole = path.read_bytes()
+    path.write_bytes(whole + b'{"op_code": 4, "worker_id": "x", "study_id": 0, "datetime_')  # killed mid-write
+    result = resume_dry_run(storage, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert path.read_bytes().endswith(b"datetime_")  # a dry run writes nothing
+    state = json.loads((search_dir / "irstdlab-search.json").read_text())
+    space = build_space(SearchOptions(), state)
+    study = open_journal_study(str(path), state["study_name"], space)
+    assert path.read_bytes().startswith(whole) and b"datetime_" not in path.read_bytes()  # the fragment is gone
+    study.add_trial(optuna.trial.create_trial(value=0.75, params={}, distributions={}))
+    reread = optuna.load_study(study_name=state["study_name"], storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(path))))
+    assert sorted(t.value for t in reread.trials) == [0.5, 0.75]
