@@ -348,14 +348,14 @@ def test_journal_cut_off_mid_record_resumes_and_is_trimmed_before_the_next_write
     storage, search_dir = stored_search
     path = search_dir / "optuna-journal.log"
     whole = path.read_bytes()
-    path.write_bytes(whole + b'{"op_code": 4, "worker_id": "x", "study_id": 0, "datetime_')  # killed mid-write
+    path.write_bytes(whole + b'{"op_code": 4, "worker_id": "CUT-OFF", "study_id": 0, "da')  # killed mid-write
     result = resume_dry_run(storage, tmp_path)
     assert result.returncode == 0, result.stderr
-    assert path.read_bytes().endswith(b"datetime_")  # a dry run writes nothing
+    assert path.read_bytes().endswith(b'"CUT-OFF", "study_id": 0, "da')  # a dry run writes nothing
     state = json.loads((search_dir / "irstdlab-search.json").read_text())
     space = build_space(SearchOptions(), state)
     study = open_journal_study(str(path), state["study_name"], space)
-    assert path.read_bytes().startswith(whole) and b"datetime_" not in path.read_bytes()  # the fragment is gone
+    assert path.read_bytes().startswith(whole) and b"CUT-OFF" not in path.read_bytes()  # the fragment is gone
     study.add_trial(optuna.trial.create_trial(value=0.75, params={}, distributions={}))
     reread = optuna.load_study(study_name=state["study_name"], storage=optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(path))))
