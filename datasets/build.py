@@ -44,6 +44,11 @@ SPLITS: dict[str, dict[str, dict[str, str]]] = {
     },
 }
 ROLES = ("train", "val", "test")
+MAX_SIDE = 8192  # pixels; an input side beyond this is a typo that would only fail as out-of-memory
+MAX_COUNT = 4096  # batch sizes and repeats, for the same reason
+# the in-memory synthetic set answers to the on-disk synthetic names: split name -> generated roles
+IN_MEMORY_SPLITS: dict[str, tuple[str, ...]] = {
+    "train_v2": ("train",), "val_v2": ("val",), "test_v2": ("test",), "trainval_v2": ("train", "val")}
 
 
 @dataclass
@@ -72,24 +77,34 @@ class DataConfig:
     synthetic_seed: int = 0
 
     def validate(self) -> None:
-        if self.size < 32 or self.size % 32:
-            raise ValueError(f"size: must be a multiple of 32 and >= 32, got {self.size}")
+        if not 32 <= self.size <= MAX_SIDE or self.size % 32:
+            raise ValueError(f"size: must be a multiple of 32 in 32..{MAX_SIDE}, got {self.size}")
         if self.scale is not None:
-            if min(self.scale) < 32:
-                raise ValueError(f"scale: both sides must be >= 32, got {list(self.scale)}")
+            if min(self.scale) < 32 or max(self.scale) > MAX_SIDE:
+                raise ValueError(f"scale: both sides must be in 32..{MAX_SIDE}, got {list(self.scale)}")
             if self.protocol != "clean":
                 raise ValueError("scale: keep-ratio rescaling needs protocol 'clean' (the reference protocol squashes)")
-        for key in ("repeat", "batch_size", "eval_batch_size"):
+        for key in ("repeat", "batch_size", "eval_batch_size"):  # upper bound: a typo, not a run
             if getattr(self, key) < 1:
                 raise ValueError(f"{key}: must be >= 1, got {getattr(self, key)}")
-        if self.num_workers < 0:
-            raise ValueError(f"num_workers: must be >= 0, got {self.num_workers}")
+            if getattr(self, key) > MAX_COUNT:
+                raise ValueError(f"{key}: must be <= {MAX_COUNT}, got {getattr(self, key)}")
+        if not 0 <= self.num_workers <= 256:
+            raise ValueError(f"num_workers: must be in 0..256, got {self.num_workers}")
         if any(n < 1 for n in self.synthetic_images):
             raise ValueError(f"synthetic_images: each of (train, val, test) must be >= 1, got {list(self.synthetic_images)}")
-        if self.synthetic_size < 128:
-            raise ValueError(f"synthetic_size: must be >= 128, got {self.synthetic_size}")
+        if not 128 <= self.synthetic_size <= MAX_SIDE:
+            raise ValueError(f"synthetic_size: must be in 128..{MAX_SIDE}, got {self.synthetic_size}")
+        if not 0 <= self.synthetic_seed < 2**32:  # numpy's SeedSequence refuses negative seeds mid-run
+            raise ValueError(f"synthetic_seed: must be in 0..{2**32 - 1}, got {self.synthetic_seed}")
         if self.dataset != "synthetic" and not self.root:
             raise ValueError(f"root: required for dataset {self.dataset!r} (the folder of its published layout)")
+        if self.dataset == "synthetic" and self.root is None:  # generated in memory: only its own names
+            for role in ROLES:
+                name = getattr(self, f"{role}_split")
+                if name and name not in IN_MEMORY_SPLITS:
+                    raise ValueError(f"{role}_split: {name!r} is not a split of the in-memory synthetic set "
+                                     f"(splits: {', '.join(IN_MEMORY_SPLITS)})")
 
     def split_names(self) -> dict[str, str]:
         """role -> split name after explicit overrides."""
@@ -174,15 +189,17 @@ def _base_datasets(cfg: DataConfig) -> dict[str, Any]:
     if cfg.dataset == "synthetic" and cfg.root is None:
         from irstdlab.datasets.synthetic import SyntheticDataset
 
-        sets = {
+        from torch.utils.data import ConcatDataset
+
+        generated = {
             role: SyntheticDataset(n, size=cfg.synthetic_size, seed=cfg.synthetic_seed, split=role,
                                    difficulty=cfg.synthetic_difficulty)
             for role, n in zip(ROLES, cfg.synthetic_images)
         }
-        if cfg.selection == "reference":  # train on train+val, select on test
-            from torch.utils.data import ConcatDataset
-
-            sets = {"train": ConcatDataset([sets["train"], sets["val"]]), "val": sets["test"], "test": sets["test"]}
+        sets = {}
+        for role, name in cfg.split_names().items():  # reference: train on train+val, select on test
+            parts = [generated[r] for r in IN_MEMORY_SPLITS[name]]
+            sets[role] = parts[0] if len(parts) == 1 else ConcatDataset(parts)
         return sets
     from irstdlab.datasets.readers import open_dataset
 
@@ -235,4 +252,4 @@ def build_datasets(data_cfg: DataConfig, augment_cfg: AugmentConfig, seed: int =
     }
 
 
-__all__ = ["AugmentConfig", "DataConfig", "TransformedDataset", "build_datasets", "collate_eval", "SPLITS"]
+__all__ = ["IN_MEMORY_SPLITS", "AugmentConfig", "DataConfig", "TransformedDataset", "build_datasets", "collate_eval", "SPLITS"]

@@ -20,6 +20,7 @@ accepted silently.
 
 from __future__ import annotations
 
+import warnings
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,12 +38,18 @@ def _open_decoded(path: Path) -> Image.Image:
     if not path.is_file():
         raise DatasetError(path, "file not found")
     try:
-        if ImageFile.LOAD_TRUNCATED_IMAGES:
-            # Someone relaxed Pillow globally; verify() still walks every chunk and its CRC.
-            with Image.open(path) as probe:
-                probe.verify()
-        img = Image.open(path)
-        img.load()
+        with warnings.catch_warnings():
+            # Pillow warns above MAX_IMAGE_PIXELS and raises above twice that; no IRSTD frame is
+            # anywhere near either, so both mean a forged or broken header: refuse before decoding.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            if ImageFile.LOAD_TRUNCATED_IMAGES:
+                # Someone relaxed Pillow globally; verify() still walks every chunk and its CRC.
+                with Image.open(path) as probe:
+                    probe.verify()
+            img = Image.open(path)
+            img.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DatasetError(path, f"image header claims too many pixels to decode safely ({exc})") from None
     except UnidentifiedImageError:
         raise DatasetError(path, "not a decodable image (corrupt or not an image file)") from None
     except (OSError, SyntaxError, ValueError) as exc:
@@ -177,9 +184,12 @@ def read_split(path: str | Path) -> list[str]:
     if not path.is_file():
         raise DatasetError(path, "split file not found")
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(path, f"unreadable split file ({exc})") from None
+        text = path.read_text(encoding="utf-8-sig")  # a BOM (Windows editors) is not part of the first id
+    except UnicodeDecodeError as exc:
+        raise DatasetError(path, f"split file is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+                                 f"{exc.start}); save it as UTF-8") from None
+    except OSError as exc:
+        raise DatasetError(path, f"unreadable split file ({exc.strerror or exc})") from None
     ids = [line.strip() for line in text.splitlines() if line.strip()]
     if not ids:
         raise DatasetError(path, "split file is empty")

@@ -281,6 +281,8 @@ class SyntheticDataset:
                  split: str = "train", difficulty: str = "medium", **overrides):
         if num_images < 0:
             raise DatasetError(None, f"synthetic num_images={num_images}: must be >= 0")
+        if not 0 <= int(seed) < 2**63:  # numpy's SeedSequence takes non-negative integers only
+            raise DatasetError(None, f"synthetic seed={seed}: must be in 0..{2**63 - 1}")
         self.num_images = int(num_images)
         self.seed = int(seed)
         self.split = split
@@ -301,82 +303,11 @@ class SyntheticDataset:
 
 
 # ------------------------------------------------------------------------------ disk
-def _voc_xml(sample: Sample) -> str:
-    """DenseSIRST's BBox XML: 0-based integer coordinates with an exclusive max."""
-    h, w = sample.size
-    objects = "".join(
-        "  <object>\n    <name>Target</name>\n    <bndbox>\n"
-        f"      <xmin>{x0}</xmin>\n      <ymin>{y0}</ymin>\n      <xmax>{x1}</xmax>\n      <ymax>{y1}</ymax>\n"
-        "    </bndbox>\n  </object>\n"
-        for x0, y0, x1, y1 in sample.boxes.astype(np.int64)
-    )
-    return (
-        f"<annotation>\n  <filename>{sample.id}</filename>\n  <size>\n    <width>{w}</width>\n"
-        f"    <height>{h}</height>\n    <depth>1</depth>\n  </size>\n{objects}</annotation>\n"
-    )
+def write_dataset(out_dir: str | Path, num_images: int, **kwargs) -> dict:
+    """Write a synthetic set in the DenseSIRST layout (``datasets/synthetic_disk.py``)."""
+    from irstdlab.datasets.synthetic_disk import write_dataset as write
 
-
-def write_sample(root: Path, sample: Sample) -> None:
-    """One sample's files in the DenseSIRST layout (see module ``write_dataset``)."""
-    from PIL import Image  # only needed when writing
-
-    def png(path: Path, array: np.ndarray) -> None:
-        if not cv2.imwrite(str(path), array):
-            raise DatasetError(path, "could not write PNG")
-
-    png(root / "PNGImages" / f"{sample.id}.png", sample.image)
-    (root / "SIRST" / "BBox" / f"{sample.id}.xml").write_text(_voc_xml(sample))
-    png(root / "SIRST" / "BinaryMask" / f"{sample.id}_pixels0.png", sample.target_mask * np.uint8(255))
-    png(root / "SkySeg" / "BinaryMask" / f"{sample.id}_pixels0.png", sample.sky * np.uint8(255))
-    palette = Image.fromarray(sample.sky, mode="P")
-    palette.putpalette([0, 0, 0, 128, 0, 0] + [0, 0, 0] * 254)
-    palette.save(root / "SkySeg" / "PaletteMask" / f"{sample.id}.png")
-
-
-
-def split_counts(num_images: int) -> dict[str, int]:
-    train = int(round(num_images * 0.6))
-    val = int(round(num_images * 0.2))
-    return {"train": train, "val": val, "test": num_images - train - val}
-
-
-def write_dataset(out_dir: str | Path, num_images: int, size: int | tuple[int, int] = 128, seed: int = 0,
-                  difficulty: str = "medium", overwrite: bool = False, **overrides) -> dict:
-    """Write ``num_images`` synthetic images under ``out_dir`` in the DenseSIRST layout.
-
-    ``out_dir`` becomes the data-set root (the folder holding ``PNGImages/``).  Splits are
-    60/20/20 train/val/test with ``trainval_v2`` = train + val.  Returns a summary dict.
-    """
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise DatasetError(out, "exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise DatasetError(out, "is not empty; choose another folder or pass overwrite=True")
-    counts = split_counts(num_images)
-    for sub in ("PNGImages", "SIRST/BBox", "SIRST/BinaryMask", "SkySeg/PaletteMask", "SkySeg/BinaryMask", "Splits"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
-    ids: dict[str, list[str]] = {}
-    targets = 0
-    for split, n in counts.items():
-        data = SyntheticDataset(n, size=size, seed=seed, split=split, difficulty=difficulty, **overrides)
-        ids[split] = []
-        for i in range(n):
-            sample = data[i]
-            write_sample(out, sample)
-            ids[split].append(sample.id)
-            targets += sample.num_targets
-    ids["trainval"] = ids["train"] + ids["val"]
-    for split, names in ids.items():
-        (out / "Splits" / f"{split}_v2.txt").write_text("".join(f"{n}\n" for n in names))
-    return {
-        "root": str(out),
-        "images": num_images,
-        "targets": targets,
-        "splits": {k: len(v) for k, v in ids.items()},
-        "size": list(SyntheticConfig.preset(difficulty, size=size, **overrides).shape),
-        "seed": seed,
-        "difficulty": difficulty,
-    }
+    return write(out_dir, num_images, **kwargs)
 
 
 __all__ = ["SyntheticConfig", "SyntheticDataset", "generate", "write_dataset", "PRESETS", "DIFFICULTIES"]

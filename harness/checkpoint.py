@@ -104,11 +104,26 @@ def save_checkpoint(
     return path
 
 
-def load_checkpoint(path: Path | str) -> dict[str, Any]:
-    """Read a checkpoint file or folder with ``weights_only=True``; one-line error if unusable."""
+# what save_checkpoint writes (best_model is optional); a file without one of these is unusable
+REQUIRED_KEYS = ("format", "epoch", "model", "optimizer", "scheduler", "scaler", "rng", "config_json",
+                 "config_hash", "history", "best_epoch", "best_value")
+_RETRAIN = "this checkpoint can be neither evaluated nor resumed: train again under a new --name"
+
+
+def _file(path: Path | str) -> Path:
+    """A checkpoint folder or file -> the checkpoint file (what error messages name)."""
     path = Path(path)
-    if path.is_dir():
-        path = path / CHECKPOINT_FILE
+    return path / CHECKPOINT_FILE if path.is_dir() else path
+
+
+def load_checkpoint(path: Path | str) -> dict[str, Any]:
+    """Read a checkpoint file or folder with ``weights_only=True``; one-line error if unusable.
+
+    Besides loading, checks the format version, every key ``save_checkpoint`` writes and that
+    the stored config parses, so a truncated or foreign file fails here, naming the file."""
+    from irstdlab.harness.config import TrialConfig
+
+    path = _file(path)
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found")
     try:
@@ -117,7 +132,71 @@ def load_checkpoint(path: Path | str) -> dict[str, Any]:
         raise UserError(f"{path}: not a loadable irstdlab checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
     if not isinstance(state, dict) or "model" not in state or "config_json" not in state:
         raise UserError(f"{path}: not an irstdlab checkpoint (no model or config inside)")
+    if state.get("format") != FORMAT_VERSION:
+        raise UserError(f"{path}: checkpoint format {state.get('format')!r}, this irstdlab reads format "
+                        f"{FORMAT_VERSION}; use the irstdlab version that wrote it")
+    missing = [k for k in REQUIRED_KEYS if k not in state]
+    if missing:
+        raise UserError(f"{path}: the checkpoint misses {missing[0]!r}; {_RETRAIN}")
+    if not isinstance(state["config_json"], str):
+        raise UserError(f"{path}: its stored config is not text; {_RETRAIN}")
+    try:
+        TrialConfig.from_json(state["config_json"])
+    except ValueError as exc:  # JSONDecodeError (truncated) and ConfigError (a value this version refuses)
+        reason = str(exc).splitlines()[0][:160]
+        raise UserError(f"{path}: its stored config does not load ({reason}); {_RETRAIN} "
+                        f"(or use the irstdlab version that wrote it)") from None
+    for key in ("epoch", "best_epoch"):
+        if isinstance(state[key], bool) or not isinstance(state[key], int) or state[key] < 0:
+            raise UserError(f"{path}: {key} is {state[key]!r}, not an epoch count; {_RETRAIN}")
+    kinds = {"config_hash": str, "history": list, "best_value": (int, float), "rng": dict}
+    for key, kind in kinds.items():
+        if isinstance(state[key], bool) or not isinstance(state[key], kind):
+            raise UserError(f"{path}: {key} is not what irstdlab writes (got {type(state[key]).__name__}); {_RETRAIN}")
     return state
+
+
+def load_weights(model: nn.Module, weights: Any, path: Path | str) -> None:
+    """``model.load_state_dict(weights)``, or one line naming the first key that does not fit.
+
+    A checkpoint whose weights were written by another model definition (an older irstdlab, a
+    hand-made file) would otherwise fail with torch's multi-line report."""
+    path = _file(path)
+    expected = model.state_dict()
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise UserError(f"{path}: the stored weights are not a mapping of tensors; {_RETRAIN}")
+    missing = [k for k in expected if k not in weights]
+    unexpected = [k for k in weights if k not in expected]
+    reshaped = [k for k in expected if k in weights and tuple(weights[k].shape) != tuple(expected[k].shape)]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing (first {missing[0]})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected (first {unexpected[0]})")
+    if reshaped:
+        k = reshaped[0]
+        problems.append(f"{len(reshaped)} of another shape (first {k}: {tuple(weights[k].shape)} "
+                        f"!= {tuple(expected[k].shape)})")
+    if problems:
+        raise UserError(f"{path}: the stored weights do not match the model its config builds: "
+                        f"{'; '.join(problems)}; use the irstdlab version that wrote it, or train again "
+                        f"under a new --name")
+    model.load_state_dict(weights)
+
+
+def restore_training_state(state: dict[str, Any], path: Path | str, *, model: nn.Module,
+                           optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any) -> None:
+    """Load model, optimiser, scheduler, AMP scaler and RNG states for a resume (one line on failure)."""
+    path = _file(path)
+    load_weights(unwrap(model), state["model"], path)
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+    except (KeyError, ValueError, TypeError, RuntimeError, IndexError, AttributeError) as exc:
+        raise UserError(f"{path}: its optimiser / scheduler / RNG state does not fit this run "
+                        f"({type(exc).__name__}); resuming is impossible: train again under a new --name") from None
 
 
 def selected_weights(state: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -125,4 +204,4 @@ def selected_weights(state: dict[str, Any]) -> dict[str, torch.Tensor]:
     return state.get("best_model") or state["model"]
 
 
-__all__ = ["load_checkpoint", "rng_state", "save_checkpoint", "selected_weights", "set_rng_state", "unwrap"]
+__all__ = ["REQUIRED_KEYS", "load_checkpoint", "load_weights", "restore_training_state", "rng_state", "save_checkpoint", "selected_weights", "set_rng_state", "unwrap"]

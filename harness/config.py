@@ -19,11 +19,13 @@ from typing import Any, Literal, Sequence
 import yaml
 
 from irstdlab.datasets.build import AugmentConfig, DataConfig
-from irstdlab.harness import configtree
+from irstdlab.harness import configtree, yamlfile
 from irstdlab.harness.errors import ConfigError
 from irstdlab.harness.optim import OptimConfig, ScheduleConfig
 from irstdlab.models.config import ModelConfig, with_model_defaults
 from irstdlab.models.weights import IMAGENET, IMAGENET_WEIGHTS
+
+MAX_SEED = 2**32 - 1  # numpy's and Optuna's seeds are 32-bit; a larger one fails mid-run
 
 
 @dataclass
@@ -42,8 +44,8 @@ class TrainConfig:
     debug_nan_at_iter: int | None = None
 
     def validate(self) -> None:
-        if self.seed < 0:
-            raise ValueError(f"seed: must be >= 0, got {self.seed}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"seed: must be in 0..{MAX_SEED} (2**32 - 1), got {self.seed}")
         if self.max_iters_per_epoch is not None and self.max_iters_per_epoch < 1:
             raise ValueError(f"max_iters_per_epoch: must be >= 1 or null, got {self.max_iters_per_epoch}")
         if self.log_every < 0:
@@ -126,7 +128,7 @@ def preset_names() -> list[str]:
 
 def _read_yaml(text: str, source: str) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(text)
+        data = yamlfile.load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
@@ -146,7 +148,7 @@ def load_source(name_or_path: str | None) -> tuple[dict[str, Any], str]:
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
-        return _read_yaml(path.read_text(), str(path)), str(path)
+        return _read_yaml(yamlfile.read_text(path, "config file"), str(path)), str(path)
     names = preset_names()
     if name_or_path not in names:
         raise ConfigError(f"{name_or_path}: neither a YAML file nor a preset (presets: {', '.join(names)})")

@@ -4,7 +4,9 @@ One function builds a (nested) dataclass from a dict and checks every value agai
 field's type annotation (``int``, ``float``, ``bool``, ``str``, ``Literal[...]``, ``X | None``,
 ``tuple[...]``, ``list[...]``, nested dataclasses). Problems are reported as one
 ``ConfigError`` that names the dotted key, e.g. ``model.p: expected a number, got 'high'``,
-and for unknown keys lists the valid ones. Range checks live in each dataclass's
+and for unknown keys lists the valid ones. Generic ranges hold for every field: a float must be
+finite (a field whose metadata sets ``ALLOW_INF`` may be +-inf), an integer must fit in int64.
+Field-specific range checks live in each dataclass's
 ``validate()`` (called after construction), which raises ``ValueError("<field>: <problem>")``;
 they are re-raised with the full dotted path.
 """
@@ -20,9 +22,12 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from irstdlab.harness import yamlfile
 from irstdlab.harness.errors import ConfigError
 
 _NONE_TYPE = type(None)
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+ALLOW_INF = "allow_inf"  # dataclass field metadata key: this float field may be +-inf
 _INFINITIES = {"inf": math.inf, "+inf": math.inf, "infinity": math.inf, "-inf": -math.inf, "-infinity": -math.inf}
 
 
@@ -31,8 +36,11 @@ def _describe(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _convert(value: Any, tp: Any, path: str) -> Any:
-    """Check ``value`` against annotation ``tp`` and return it in canonical form."""
+def _convert(value: Any, tp: Any, path: str, allow_inf: bool = False) -> Any:
+    """Check ``value`` against annotation ``tp`` and return it in canonical form.
+
+    Floats must be finite unless the field's metadata says ``allow_inf`` (an open upper bound
+    such as ``model.regress_ranges``); integers must fit in int64."""
     origin = get_origin(tp)
     if tp is Any:
         return value
@@ -47,7 +55,7 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
             if option is _NONE_TYPE:
                 continue
             try:
-                return _convert(value, option, path)
+                return _convert(value, option, path, allow_inf)
             except ConfigError as exc:
                 errors.append(str(exc).split(": ", 1)[-1])
         raise ConfigError(f"{path}: {'; or '.join(errors)}")
@@ -76,17 +84,27 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise ConfigError(f"{path}: expected an integer, got {_describe(value)}")
+                value = int(value)
+            else:
+                raise ConfigError(f"{path}: expected an integer, got {_describe(value)}")
+        if not INT64_MIN <= value <= INT64_MAX:  # torch, numpy and Parquet hold integers in 64 bits
+            raise ConfigError(f"{path}: {_describe(value)} is out of range (integers must fit in 64 bits)")
         return value
     if tp is float:
         if isinstance(value, str) and value.strip().lower() in _INFINITIES:
-            return _INFINITIES[value.strip().lower()]  # JSON has no infinity: to_dict writes "inf"
+            value = _INFINITIES[value.strip().lower()]  # JSON has no infinity: to_dict writes "inf"
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path}: expected a number, got {_describe(value)}")
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:
+            value = math.inf if value > 0 else -math.inf
         if math.isnan(value):
             raise ConfigError(f"{path}: must not be NaN")
+        if math.isinf(value) and not allow_inf:
+            # an infinite rate, weight or threshold only surfaces epochs later as "diverged"
+            raise ConfigError(f"{path}: must be a finite number, got {value} (YAML .inf, or a literal "
+                              f"beyond 1.8e308)")
         return value
     if tp is str:
         if not isinstance(value, str):
@@ -99,10 +117,10 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(args) != len(value):
                 raise ConfigError(f"{path}: expected {len(args)} items, got {len(value)}")
-            items = [_convert(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args))]
+            items = [_convert(v, a, f"{path}[{i}]", allow_inf) for i, (v, a) in enumerate(zip(value, args))]
         else:
             item_tp = args[0] if args else Any
-            items = [_convert(v, item_tp, f"{path}[{i}]") for i, v in enumerate(value)]
+            items = [_convert(v, item_tp, f"{path}[{i}]", allow_inf) for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if origin is dict:
         if not isinstance(value, dict):
@@ -123,7 +141,8 @@ def from_dict(cls: type, data: dict[str, Any], path: str = "") -> Any:
         raise ConfigError(
             f"{prefix}{unknown[0]}: unknown key; valid keys are {', '.join(sorted(fields))}"
         )
-    kwargs = {name: _convert(value, hints[name], prefix + name) for name, value in data.items()}
+    kwargs = {name: _convert(value, hints[name], prefix + name, bool(fields[name].metadata.get(ALLOW_INF)))
+              for name, value in data.items()}
     try:
         obj = cls(**kwargs)
         validate = getattr(obj, "validate", None)
@@ -169,7 +188,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"--set {text!r}: expected key.path=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yamlfile.load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({exc.problem})") from None
     return key.split("."), value

@@ -20,15 +20,20 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
+from irstdlab.harness import configtree, yamlfile
 from irstdlab.harness.errors import ConfigError
 from irstdlab.harness.paths import ensure_writable_dir, validate_name
+from irstdlab.harness.search_state import (cannot_resume, check_asha_state, check_journal, read_search_state,
+                                           refuse_plan_changes_on_resume, stored_space_error)
 from irstdlab.harness.search_trainable import SearchContext, TrialResources
+from irstdlab.harness.search_tuner import build_tuner, start_ray, trainable
 from irstdlab.search_spaces import loader
-from irstdlab.search_spaces.loader import SEED_INDEX_KEY, SearchSpace
+from irstdlab.search_spaces.loader import SearchSpace
+from irstdlab.search_spaces.sections import refuse_fixed_and_searched
 
 STATE_FILE = "irstdlab-search.json"
 ASHA_FILE = "asha_state.json"
@@ -79,19 +84,18 @@ def build_space(opts: SearchOptions, stored: dict[str, Any] | None = None) -> Se
     import yaml
 
     if stored is not None:
-        raw = yaml.safe_load(stored["space_text"])
+        raw = yamlfile.load(stored["space_text"])
         label, folder = stored["space_source"], Path(stored["space_folder"]) if stored["space_folder"] else None
     else:
         text, label, folder = loader.resolve(opts.space)
-        loader.parse(text, label, folder, Path(label).stem)  # errors with the file's own line numbers
-        raw = yaml.safe_load(text)
+        parsed = loader.parse(text, label, folder, Path(label).stem)  # errors with the file's own line numbers
+        refuse_fixed_and_searched([".".join(configtree.parse_override(item)[0]) for item in opts.overrides], parsed)
+        raw = yamlfile.load(text)
         if not (opts.overrides or opts.max_epochs is not None or opts.searcher_seed is not None):
             raw.setdefault("name", Path(label).stem)
             return loader.parse(yaml.safe_dump(raw, sort_keys=False), label, folder)
         raw.setdefault("name", Path(label).stem)
         if opts.overrides:
-            from irstdlab.harness import configtree
-
             raw["overrides"] = dict(raw.get("overrides") or {})
             for item in opts.overrides:
                 keys, value = configtree.parse_override(item)
@@ -132,100 +136,13 @@ def study_name(search: str, space: SearchSpace) -> str:
     return f"{search}-{space.space_hash}"
 
 
-# ----------------------------------------------------------------------------------- Ray
-def start_ray(address: str | None, num_cpus: int | None) -> bool:
-    """Connect to a cluster, or start an embedded Ray on loopback. Returns True if we started it.
-    Ray's own console chatter is held for the search's log file (harness/ray_logs.py)."""
-    from irstdlab.harness.ray_logs import quiet_reporter_env, route_ray_logs
-
-    quiet_reporter_env()
-    from irstdlab.harness.ray_runtime import init_local_ray  # sets Ray's environment defaults first
-
-    route_ray_logs()
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    import ray
-
-    if ray.is_initialized():
-        return False
-    init_local_ray(num_cpus=num_cpus, address=address)
-    return address is None
-
-
-def _make_searcher(space: SearchSpace) -> Any:
-    """OptunaSearch over the space's define-by-run object; a Repeater for seeds > 1."""
-    import optuna
-    from ray.tune.search import Repeater
-    from ray.tune.search.optuna import OptunaSearch
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = optuna.samplers.RandomSampler(seed=space.searcher_seed) if space.sampler == "random" else None
-    metric = [o.metric for o in space.objectives]
-    mode = [o.mode for o in space.objectives]
-    searcher = OptunaSearch(space.define_by_run(), metric=metric if len(metric) > 1 else metric[0],
-                            mode=mode if len(mode) > 1 else mode[0], sampler=sampler, seed=space.searcher_seed)
-    if space.seeds > 1:
-        searcher = Repeater(searcher, repeat=space.seeds, set_index=True)
-    return searcher
-
-
-def trial_dirname(trial: Any) -> str:
-    """Short, stable trial folder names (Tune's default embeds every parameter)."""
-    return f"trial_{trial.trial_id}"
-
-
-def _trainable(ctx: SearchContext) -> Any:
-    from ray import tune
-
-    from irstdlab.harness.search_trainable import search_trial
-
-    return tune.with_resources(tune.with_parameters(search_trial, ctx=ctx), ctx.resources.tune_resources())
-
-
-def _tuner(space: SearchSpace, opts: SearchOptions, name: str, storage: str, planned_configs: int) -> Any:
-    from ray import tune
-
-    from irstdlab.harness.search_callbacks import LeaderboardCallback, PersistentASHA
-    from irstdlab.harness.search_progress import ProgressCallback
-
-    search_dir = Path(storage) / name
-    ctx = SearchContext(search=name, space=space, storage=storage, resources=opts.resources)
-    if space.sampler == "grid":
-        grid = space.grid()[:planned_configs]
-        param_space = {"params": tune.grid_search(grid), SEED_INDEX_KEY: tune.grid_search(list(range(space.seeds)))}
-        search_alg, num_samples = None, 1
-    else:
-        param_space, search_alg, num_samples = None, _make_searcher(space), planned_configs * space.seeds
-    scheduler = None
-    if opts.scheduler == "asha":
-        scheduler = PersistentASHA(
-            str(search_dir / ASHA_FILE), time_attr="epoch", metric=space.metric, mode=space.mode,
-            max_t=space.budget.max_epochs, grace_period=space.budget.grace_period,
-            reduction_factor=space.budget.reduction_factor, tie_tolerance=space.budget.tie_tolerance,
-            min_compared=space.budget.min_compared, stop_within=space.budget.stop_within)
-    asha_state = str(search_dir / ASHA_FILE) if scheduler is not None else None
-    callbacks = [
-        LeaderboardCallback(name, space, str(Path(storage) / "leaderboard"), str(search_dir / JOURNAL_FILE),
-                            study_name(name, space), asha_state),
-        ProgressCallback(space.metric, space.budget.max_epochs, asha_state=asha_state),
-    ]
-    return tune.Tuner(
-        _trainable(ctx),
-        param_space=param_space,
-        tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
-                                    max_concurrent_trials=opts.max_concurrent, reuse_actors=False,
-                                    trial_dirname_creator=trial_dirname),
-        run_config=tune.RunConfig(
-            name=name, storage_path=storage, callbacks=callbacks, verbose=0,
-            failure_config=tune.FailureConfig(max_failures=2),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-        ),
-    )
-
-
 # ----------------------------------------------------------------------------------- run
 def _stored_state(search_dir: Path) -> dict[str, Any] | None:
-    path = search_dir / STATE_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    state = read_search_state(search_dir / STATE_FILE, {f.name for f in fields(TrialResources)})
+    if state is not None:  # the other files a resume reads
+        check_asha_state(search_dir / ASHA_FILE)
+        check_journal(search_dir / JOURNAL_FILE)
+    return state
 
 
 def prepare(opts: SearchOptions) -> tuple[SearchSpace, str, str, dict[str, Any]]:
@@ -243,7 +160,11 @@ def prepare(opts: SearchOptions) -> tuple[SearchSpace, str, str, dict[str, Any]]
         stored = _stored_state(search_dir)
         if stored is None:
             raise ConfigError(f"{search_dir}: no search to resume here (start it without --resume)")
-        space = build_space(opts, stored)
+        refuse_plan_changes_on_resume(opts.overrides, opts.max_epochs, opts.searcher_seed, opts.num_samples)
+        try:
+            space = build_space(opts, stored)
+        except (ConfigError, yamlfile.YAMLError) as exc:
+            raise stored_space_error(search_dir / STATE_FILE, exc) from None
         if opts.space is not None:
             given = build_space(SearchOptions(**{**asdict(opts), "resume": False, "resources": opts.resources}))
             if given.space_hash != stored["space_hash"]:
@@ -286,7 +207,7 @@ def summarize(space: SearchSpace, state: dict[str, Any], opts: SearchOptions) ->
     res = opts.resources
     lines = [f"search {state['name']}: {space.source} (space {space.space_hash}, sampler {space.sampler}, "
              f"seed {space.searcher_seed})",
-             f"  objective: " + ", ".join(f"{o.metric} ({o.mode})" for o in space.objectives),
+             "  objective: " + ", ".join(f"{o.metric} ({o.mode})" for o in space.objectives),
              f"  trials: {state['planned_trials']} = {state['planned_configs']} configurations x {space.seeds} seed(s); "
              f"{space.budget.max_epochs} epochs; scheduler {opts.scheduler} (grace {space.budget.grace_period}, "
              f"factor {space.budget.reduction_factor}, ties within {space.budget.tie_tolerance:g}, "
@@ -326,15 +247,18 @@ def run_search(opts: SearchOptions, out: Any = sys.stdout) -> SearchOutcome | No
                 raise ConfigError(f"{path}: Tune has no saved state for this search yet "
                                   f"(it was stopped before its first snapshot); start it again under a new --name")
             ctx = SearchContext(search=name, space=space, storage=storage, resources=opts.resources)
-            tuner = tune.Tuner.restore(path, trainable=_trainable(ctx), resume_unfinished=True,
-                                       resume_errored=False)
+            try:
+                tuner = tune.Tuner.restore(path, trainable=trainable(ctx), resume_unfinished=True,
+                                           resume_errored=False)
+            except Exception as exc:  # noqa: BLE001 - a truncated tuner.pkl / experiment state, any type
+                raise cannot_resume(search_dir, f"Tune cannot read its saved state ({type(exc).__name__})") from None
             attach_log_file(search_dir / RAY_LOG)
             print(f"resuming search {name} from {path}", file=out, flush=True)
         else:
             search_dir.mkdir(parents=True, exist_ok=False)
             attach_log_file(search_dir / RAY_LOG)
             (search_dir / STATE_FILE).write_text(json.dumps(state, indent=1, sort_keys=True))
-            tuner = _tuner(space, opts, name, storage, state["planned_configs"])
+            tuner = build_tuner(space, opts, name, storage, state["planned_configs"])
         tuner.fit()
     finally:
         if started:

@@ -198,6 +198,9 @@ def open_journal_study(path: str, study_name: str, space: SearchSpace) -> Any:
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
+    from irstdlab.harness.search_state import drop_cut_off_record
+
+    drop_cut_off_record(Path(path))  # a record cut off by a kill would swallow the next one
     storage = JournalStorage(JournalFileBackend(path))
     directions = ["maximize" if o.mode == "max" else "minimize" for o in space.objectives]
     return optuna.create_study(storage=storage, study_name=study_name, directions=directions, load_if_exists=True)

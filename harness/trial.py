@@ -27,7 +27,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 from irstdlab.datasets.build import build_datasets, collate_eval
 from irstdlab.datasets.transforms import collate_detection
 from irstdlab.harness import configtree
-from irstdlab.harness.checkpoint import load_checkpoint, save_checkpoint, selected_weights, set_rng_state, unwrap
+from irstdlab.harness.checkpoint import (load_checkpoint, load_weights, restore_training_state, save_checkpoint,
+                                         selected_weights, unwrap)
 from irstdlab.harness.config import TrialConfig
 from irstdlab.harness.errors import ConfigError, UserError
 from irstdlab.harness.evaluate import evaluate_model
@@ -169,11 +170,7 @@ def run_trial(cfg: TrialConfig, reporter: Reporter) -> dict[str, Any]:
         if state["config_hash"] != config_hash:
             raise ConfigError(f"{restore}: checkpoint of config {state['config_hash']}, "
                               f"this trial is {config_hash}; resume needs the same config")
-        unwrap(model).load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
+        restore_training_state(state, restore, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler)
         start_epoch, history = int(state["epoch"]), list(state["history"])
         best_epoch, best_value = int(state["best_epoch"]), float(state["best_value"])
         best_weights = selected_weights(state) if best_epoch else None
@@ -267,7 +264,7 @@ def load_selected_model(checkpoint: str | Path):
     state = load_checkpoint(checkpoint)
     cfg = TrialConfig.from_json(state["config_json"])
     model = build_trial_model(cfg, initial_weights=False)
-    model.load_state_dict(selected_weights(state))
+    load_weights(model, selected_weights(state), checkpoint)
     return model.eval(), cfg, state
 
 

@@ -17,6 +17,7 @@ from typing import Any, Literal, get_args, get_type_hints
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "lsknet_t", "lsknet_s")
 MAX_LEVELS = 5  # P3..P7
+MAX_WIDTH, MAX_DEPTH, MAX_BOXES = 4096, 32, 100_000  # channels, head convs, boxes per image
 
 # Per-detector defaults: a model section that names a detector but leaves one of these keys
 # out gets the detector's own value rather than the FCOS reference default (applied by
@@ -70,7 +71,8 @@ class ModelConfig:
     num_levels: int = 5  # levels from P3 up: 3 = P3-P5 (BAFE host), 5 = P3-P7 (Table II)
     p2: bool = False  # add a level from C2 below P3
     extra_levels_from: Literal["p5_output", "c5"] = "p5_output"
-    regress_ranges: tuple[tuple[float, float], ...] | None = None  # None = derive (see below)
+    # None = derive (see below). The last upper bound may be .inf (an open top level).
+    regress_ranges: tuple[tuple[float, float], ...] | None = dataclasses.field(default=None, metadata={"allow_inf": True})
     # --- FCOS head ---
     head_width: int = 256
     head_depth: int = 4
@@ -175,11 +177,18 @@ class ModelConfig:
                 _fail(key, f"must be >= 0, got {getattr(self, key)}")
         if self.anchor_scale <= 0:
             _fail("anchor_scale", f"must be > 0, got {self.anchor_scale}")
-        for key in ("fpn_channels", "head_width", "norm_groups", "nms_pre", "max_per_img", "adapter_hidden"):
+        # upper bounds: far above every published detector, low enough that a typo fails here and
+        # not as an out-of-memory crash once the run has started
+        for key, top in (("fpn_channels", MAX_WIDTH), ("head_width", MAX_WIDTH), ("norm_groups", MAX_WIDTH),
+                         ("adapter_hidden", MAX_WIDTH), ("nms_pre", MAX_BOXES), ("max_per_img", MAX_BOXES)):
             if getattr(self, key) < 1:
                 _fail(key, f"must be >= 1, got {getattr(self, key)}")
+            if getattr(self, key) > top:
+                _fail(key, f"must be <= {top}, got {getattr(self, key)}")
         if self.head_depth < 0:
             _fail("head_depth", f"must be >= 0, got {self.head_depth}")
+        if self.head_depth > MAX_DEPTH:
+            _fail("head_depth", f"must be <= {MAX_DEPTH}, got {self.head_depth}")
         if not 1 <= self.num_levels <= MAX_LEVELS:
             _fail("num_levels", f"must be in 1..{MAX_LEVELS} (levels from P3 up), got {self.num_levels}")
         if self.head_width % self.norm_groups:
@@ -205,6 +214,8 @@ class ModelConfig:
             if len(self.regress_ranges) != n:
                 _fail("regress_ranges", f"needs one (lower, upper) pair per level ({n}), got {len(self.regress_ranges)}")
             for i, (lo, hi) in enumerate(self.regress_ranges):
+                if not math.isfinite(lo) or math.isnan(hi):
+                    _fail("regress_ranges", f"range {i} ({lo}, {hi}): the lower bound must be finite")
                 if not lo < hi:
                     _fail("regress_ranges", f"range {i} ({lo}, {hi}) needs lower < upper")
 
@@ -230,9 +241,13 @@ def _check_type(name: str, value: Any, tp: Any) -> None:
     elif tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             _fail(name, f"expected an integer, got {value!r}")
+        if not -(2**63) <= value < 2**63:
+            _fail(name, f"{value} is out of range (integers must fit in 64 bits)")
     elif tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
             _fail(name, f"expected a number, got {value!r}")
+        if isinstance(value, float) and math.isinf(value):  # an infinite weight or threshold is never meant
+            _fail(name, f"must be a finite number, got {value}")
     elif tp is str or text == "str | None":
         if not isinstance(value, str):
             _fail(name, f"expected a string, got {value!r}")

@@ -18,6 +18,9 @@ A space file reads like the space (see ``quickstart.yaml``)::
 Everything is checked against the ``TrialConfig`` tree (``configtree.field_paths``) when the
 file is loaded: an unknown path, a value the config rejects, an empty choice, a bad range or a
 ``when`` on an unknown parameter is one :class:`ConfigError` ``<file>:<line>: <key>: <problem>``.
+So are a key repeated in one mapping (``harness/yamlfile.py`` names both lines), a bound that is
+not a finite number, a key both fixed under ``overrides`` and searched, and an objective no trial
+reports (``harness/trial_metrics.py``; NoCo and ``best/val/X`` metrics need the eval settings).
 
 The space turns into a picklable, top-level define-by-run object (:class:`DefineByRun`) for
 Ray's ``OptunaSearch`` (notes E6: lambdas and ``__main__`` functions break checkpointing), or
@@ -35,8 +38,14 @@ from typing import Any, get_args, get_origin
 
 import yaml
 
-from irstdlab.harness import configtree
+from irstdlab.harness import configtree, yamlfile
 from irstdlab.harness.errors import ConfigError
+from irstdlab.search_spaces.sections import budget as _budget
+from irstdlab.search_spaces.sections import check_objectives_reported
+from irstdlab.search_spaces.sections import finite_number as _finite_number
+from irstdlab.search_spaces.sections import objectives as _objectives
+from irstdlab.search_spaces.sections import positive_int as _positive_int
+from irstdlab.search_spaces.sections import short as _short
 from irstdlab.search_spaces.space import (  # noqa: F401  (re-exported: the loader's public names)
     SEED_INDEX_KEY,
     Budget,
@@ -51,8 +60,6 @@ DISTRIBUTIONS = ("choice", "uniform", "loguniform", "int")
 SAMPLERS = ("optuna", "random", "grid")
 TOP_KEYS = ("name", "description", "base", "preset", "config", "overrides", "parameters", "objective",
             "budget", "seeds", "sampler", "searcher_seed", "reproduce")  # reproduce: harness/reproduce.py
-BUDGET_KEYS = ("num_samples", "max_epochs", "grace_period", "reduction_factor", "tie_tolerance", "min_compared",
-               "stop_within")
 
 
 # ----------------------------------------------------------------------------------------- loading
@@ -68,7 +75,7 @@ def resolve(name_or_path: str | None) -> tuple[str, str, Path | None]:
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
             raise ConfigError(f"{path}: search space file not found")
-        return path.read_text(), str(path), path.resolve().parent
+        return yamlfile.read_text(path, "search space file"), str(path), path.resolve().parent
     if name_or_path not in builtin_names():
         raise ConfigError(f"{name_or_path}: neither a YAML file nor a shipped search space "
                           f"(shipped: {', '.join(builtin_names())})")
@@ -115,7 +122,7 @@ class _Errors:
 
 def parse(text: str, label: str = "<space>", folder: Path | None = None, default_name: str = "search") -> SearchSpace:
     try:
-        raw = yaml.safe_load(text)
+        raw = yamlfile.load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
@@ -142,8 +149,9 @@ def parse(text: str, label: str = "<space>", folder: Path | None = None, default
     if sampler not in SAMPLERS:
         raise err("sampler", f"{sampler!r} is not one of {', '.join(SAMPLERS)}")
     searcher_seed = raw.get("searcher_seed", 0)
-    if isinstance(searcher_seed, bool) or not isinstance(searcher_seed, int) or searcher_seed < 0:
-        raise err("searcher_seed", f"expected an integer >= 0, got {searcher_seed!r}")
+    if isinstance(searcher_seed, bool) or not isinstance(searcher_seed, int) or not 0 <= searcher_seed < 2**32:
+        raise err("searcher_seed", f"expected an integer in 0..{2**32 - 1} (Optuna seeds are 32-bit), "
+                                   f"got {_short(searcher_seed)}")
     objectives = _objectives(raw.get("objective"), err)
     if len(objectives) > 1 and seeds > 1 and sampler != "grid":
         # Ray's Repeater averages one metric only
@@ -156,6 +164,8 @@ def parse(text: str, label: str = "<space>", folder: Path | None = None, default
     )
     base_raw = _validated_base(space, err)
     params = _parameters(raw.get("parameters"), leaves, base_raw, err)
+    _check_pinned_and_searched(space.overrides, params, err)
+    check_objectives_reported(objectives, TrialConfig.from_dict(base_raw).eval, {p.path for p in params}, err)
     space = SearchSpace(**{**space.__dict__, "parameters": params})
     if budget.stop_within and budget.stop_within not in {p.path for p in params}:
         raise err("budget/stop_within", f"{budget.stop_within!r} is not a searched parameter "
@@ -166,6 +176,15 @@ def parse(text: str, label: str = "<space>", folder: Path | None = None, default
         except ConfigError as exc:
             raise err(f"parameters/{str(exc).split(':')[0]}", str(exc).split(": ", 1)[1]) from None
     return space
+
+
+def _check_pinned_and_searched(overrides: dict[str, Any], params: tuple[Parameter, ...], err: _Errors) -> None:
+    """A key both fixed in ``overrides`` and searched: the sampled value would silently win."""
+    for p in params:
+        if p.path in overrides:
+            line = err.lines.get(f"overrides/{p.path}")
+            raise err(f"parameters/{p.path}", f"also fixed under overrides{f' (line {line})' if line else ''}; "
+                                              f"keep it in one place")
 
 
 def _base(raw: dict[str, Any], folder: Path | None, err: _Errors) -> str | None:
@@ -197,55 +216,6 @@ def _check_path(path: str, leaves: dict[str, Any], err: _Errors, key: str) -> An
         hint = f" (did you mean {close[0]}?)" if close else ""
         raise err(key, f"not a config key{hint}")
     return leaves[path]
-
-
-def _positive_int(value: Any, key: str, err: _Errors, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise err(key, f"expected an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def _budget(raw: Any, err: _Errors) -> Budget:
-    if not isinstance(raw, dict):
-        raise err("budget", f"expected a mapping ({', '.join(BUDGET_KEYS)})")
-    for key in raw:
-        if key not in BUDGET_KEYS:
-            raise err(f"budget/{key}", f"unknown key; valid keys are {', '.join(BUDGET_KEYS)}")
-    values: dict[str, Any] = {k: _positive_int(v, f"budget/{k}", err, 2 if k == "reduction_factor" else 1)
-                              for k, v in raw.items() if k not in ("tie_tolerance", "stop_within")}
-    if "stop_within" in raw:
-        if not isinstance(raw["stop_within"], str) or not raw["stop_within"]:
-            raise err("budget/stop_within", f"expected a parameter path such as model.name, got {raw['stop_within']!r}")
-        values["stop_within"] = raw["stop_within"]
-    if "tie_tolerance" in raw:
-        tol = raw["tie_tolerance"]
-        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 <= tol < float("inf"):
-            raise err("budget/tie_tolerance", f"expected a finite number >= 0, got {tol!r}")
-        values["tie_tolerance"] = float(tol)
-    budget = Budget(**values)
-    if budget.grace_period > budget.max_epochs:
-        raise err("budget/grace_period", f"{budget.grace_period} is more than max_epochs {budget.max_epochs}")
-    return budget
-
-
-def _objectives(raw: Any, err: _Errors) -> tuple[Objective, ...]:
-    if raw is None:
-        return (Objective("val/mAP07", "max"),)
-    items = raw if isinstance(raw, list) else [raw]
-    if not 1 <= len(items) <= 2:
-        raise err("objective", f"expected one or two objectives, got {len(items)}")
-    out = []
-    for item in items:
-        if not isinstance(item, dict) or set(item) != {"metric", "mode"}:
-            raise err("objective", f"each objective is {{metric: NAME, mode: max|min}}, got {item!r}")
-        if not isinstance(item["metric"], str) or not item["metric"]:
-            raise err("objective", f"metric must be a non-empty name, got {item['metric']!r}")
-        if item["mode"] not in ("max", "min"):
-            raise err("objective", f"mode must be max or min, got {item['mode']!r}")
-        out.append(Objective(item["metric"], item["mode"]))
-    if len(out) == 2 and out[0].metric == out[1].metric:
-        raise err("objective", f"the two objectives are the same metric {out[0].metric!r}")
-    return tuple(out)
 
 
 def _validated_base(space: SearchSpace, err: _Errors) -> dict[str, Any]:
@@ -316,6 +286,9 @@ def _distribution(path: str, kind: str, spec: dict[str, Any], annotation: Any, e
     ):
         raise err(key, f"{kind}: expected [low, high] numbers, got {value!r}")
     low, high = value
+    for bound in (low, high, step):
+        if bound is not None and not _finite_number(bound):  # float(10**400) would overflow later
+            raise err(key, f"{kind}: {_short(bound)} is not a finite number within 64 bits")
     if not low < high:
         raise err(key, f"{kind}: low {low} must be below high {high}")
     if kind == "int":

@@ -8,6 +8,7 @@ from typing import Literal
 import pytest
 
 from irstdlab.harness.configtree import (
+    ALLOW_INF,
     canonical_json,
     config_hash,
     field_paths,
@@ -25,7 +26,7 @@ class Inner:
     p: float = 0.5
     hidden: int = 64
     mode: Literal["channel", "spatial"] = "channel"
-    ranges: tuple[float, ...] = (1.0, 2.0)
+    ranges: tuple[float, ...] = field(default=(1.0, 2.0), metadata={ALLOW_INF: True})  # may hold +-inf
 
     def validate(self) -> None:
         if not 0 < self.p <= 1:
@@ -119,3 +120,9 @@ def test_infinity_round_trips_through_json():
     assert from_dict(Outer, json.loads(text)) == cfg
     with pytest.raises(ConfigError, match="inner.p: expected a number, got 'infinite'"):
         from_dict(Outer, {"inner": {"p": "infinite"}})
+    # a float field that does not opt in with ALLOW_INF must be finite, in any spelling
+    for value in (float("inf"), "-inf", 10**400):
+        with pytest.raises(ConfigError, match="inner.p: must be a finite number"):
+            from_dict(Outer, {"inner": {"p": value}})
+    with pytest.raises(ConfigError, match="inner.hidden: .* out of range"):
+        from_dict(Outer, {"inner": {"hidden": 2**63}})

@@ -141,7 +141,7 @@ def test_plan_validation_without_ray(tmp_path):
 
 @pytest.mark.timeout(120)
 def test_searcher_multi_objective_and_seed_repeats():
-    from irstdlab.harness.search import _make_searcher
+    from irstdlab.harness.search_tuner import make_searcher as _make_searcher
     from irstdlab.search_spaces.loader import parse
 
     text = textwrap.dedent("""\

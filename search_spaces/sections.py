@@ -1,0 +1,110 @@
+"""Checks of a search space's scalar sections: budget, seeds, objectives, numeric bounds.
+
+Each takes the loader's error builder ``err(key, problem) -> ConfigError`` so the message
+carries the file and line of the key.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+from irstdlab.harness import trial_metrics
+from irstdlab.harness.errors import ConfigError
+from irstdlab.search_spaces.space import Budget, Objective, SearchSpace
+
+BUDGET_KEYS = ("num_samples", "max_epochs", "grace_period", "reduction_factor", "tie_tolerance", "min_compared",
+               "stop_within")
+ErrorBuilder = Callable[[str, str], ConfigError]
+
+
+def positive_int(value: Any, key: str, err: ErrorBuilder, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value < 2**31:
+        raise err(key, f"expected an integer in {minimum}..{2**31 - 1}, got {short(value)}")
+    return value
+
+
+def budget(raw: Any, err: ErrorBuilder) -> Budget:
+    if not isinstance(raw, dict):
+        raise err("budget", f"expected a mapping ({', '.join(BUDGET_KEYS)})")
+    for key in raw:
+        if key not in BUDGET_KEYS:
+            raise err(f"budget/{key}", f"unknown key; valid keys are {', '.join(BUDGET_KEYS)}")
+    values: dict[str, Any] = {k: positive_int(v, f"budget/{k}", err, 2 if k == "reduction_factor" else 1)
+                              for k, v in raw.items() if k not in ("tie_tolerance", "stop_within")}
+    if "stop_within" in raw:
+        if not isinstance(raw["stop_within"], str) or not raw["stop_within"]:
+            raise err("budget/stop_within", f"expected a parameter path such as model.name, got {short(raw['stop_within'])}")
+        values["stop_within"] = raw["stop_within"]
+    if "tie_tolerance" in raw:
+        tol = raw["tie_tolerance"]
+        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 <= tol < math.inf:
+            raise err("budget/tie_tolerance", f"expected a finite number >= 0, got {short(tol)}")
+        values["tie_tolerance"] = float(tol)
+    budget = Budget(**values)
+    if budget.grace_period > budget.max_epochs:
+        raise err("budget/grace_period", f"{budget.grace_period} is more than max_epochs {budget.max_epochs}")
+    return budget
+
+
+def objectives(raw: Any, err: ErrorBuilder) -> tuple[Objective, ...]:
+    if raw is None:
+        return (Objective("val/mAP07", "max"),)
+    items = raw if isinstance(raw, list) else [raw]
+    if not 1 <= len(items) <= 2:
+        raise err("objective", f"expected one or two objectives, got {len(items)}")
+    out = []
+    for item in items:
+        if not isinstance(item, dict) or set(item) != {"metric", "mode"}:
+            raise err("objective", f"each objective is {{metric: NAME, mode: max|min}}, got {item!r}")
+        if not isinstance(item["metric"], str) or not item["metric"]:
+            raise err("objective", f"metric must be a non-empty name, got {item['metric']!r}")
+        if item["mode"] not in ("max", "min"):
+            raise err("objective", f"mode must be max or min, got {item['mode']!r}")
+        if not trial_metrics.is_reported(item["metric"]):
+            raise err("objective", f"{item['metric']!r} is not a metric a trial reports, so no trial could be "
+                                   f"ranked; use e.g. {', '.join(trial_metrics.EXAMPLES)}")
+        out.append(Objective(item["metric"], item["mode"]))
+    if len(out) == 2 and out[0].metric == out[1].metric:
+        raise err("objective", f"the two objectives are the same metric {out[0].metric!r}")
+    return tuple(out)
+
+
+def check_objectives_reported(objs: tuple[Objective, ...], base_eval: Any, searched: set[str],
+                              err: ErrorBuilder) -> None:
+    """Metrics that depend on the eval section must be switched on by the base config (or searched):
+    NoCo metrics need NoCo scoring, ``best/val/X`` needs ``eval.select_metric: X``."""
+    if "eval.select_metric" in searched:
+        return
+    for o in objs:
+        if trial_metrics.needs_noco(o.metric) and not base_eval.needs_noco and "eval.mnocoap" not in searched:
+            raise err("objective", f"{o.metric!r} is reported only with NoCo scoring; set overrides "
+                                   f"eval.mnocoap: true (or eval.select_metric: mNoCoAP)")
+        if o.metric.startswith("best/val/") and o.metric != f"best/val/{base_eval.select_metric}":
+            raise err("objective", f"{o.metric!r} is reported only with eval.select_metric "
+                                   f"{o.metric.rsplit('/', 1)[-1]} (this space selects on {base_eval.select_metric})")
+
+
+def refuse_fixed_and_searched(set_keys: list[str], space: SearchSpace) -> None:
+    """``--set`` on a searched key would be replaced by every sampled value: refuse it, naming both."""
+    searched = {p.path for p in space.parameters}
+    for key in set_keys:
+        if key in searched:
+            raise ConfigError(f"--set {key}: {space.source} also searches {key}, so the sampled values would "
+                              f"replace it; drop the --set or remove {key} from the space's parameters")
+
+
+def finite_number(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return True  # not a number at all: the type checks below name it
+    if isinstance(value, int):
+        return -(2**63) <= value < 2**63
+    return math.isfinite(value)
+
+
+def short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+__all__ = ["BUDGET_KEYS", "budget", "check_objectives_reported", "finite_number", "objectives", "positive_int", "refuse_fixed_and_searched", "short"]
