@@ -118,8 +118,12 @@ def build_space(opts: SearchOptions, stored: dict[str, Any] | None = None) -> Se
 
 
 def check_models(space: SearchSpace) -> None:
-    """Model names the space can produce must be registered (caught before Ray starts)."""
+    """Model names the space can produce must be registered, and its base must be trainable (frozen
+    BatchNorm needs pretrained weights): both caught before Ray starts."""
+    from irstdlab.harness.config import TrialConfig
     from irstdlab.models import list_models
+
+    TrialConfig.from_dict(space.base_dict()).check_trainable(space.source)
 
     known = list_models()
     names = {space.base_dict().get("model", {}).get("name", "fcos")}
