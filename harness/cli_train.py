@@ -243,14 +243,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
         changes["test_split"] = args.split
     if args.batch_size:
         changes["eval_batch_size"] = args.batch_size
+    from irstdlab.datasets.build import IN_MEMORY_SPLITS
+
+    data_cfg = dataclasses.replace(cfg.data, **changes)
+    known = (*ROLES, *IN_MEMORY_SPLITS)
+    if data_cfg.dataset == "synthetic" and data_cfg.root is None and args.split not in known:
+        raise ConfigError(f"--split {args.split}: the in-memory synthetic set has only the splits "
+                          f"{', '.join(known)} (give --root for a set written by `irstdlab data synth`)")
     try:
-        data_cfg = dataclasses.replace(cfg.data, **changes)
         data_cfg.validate()
     except ValueError as exc:
         raise ConfigError(f"data.{exc}") from None
-    if data_cfg.dataset == "synthetic" and data_cfg.root is None and args.split not in ROLES:
-        raise ConfigError(f"--split {args.split}: the in-memory synthetic set has only the splits "
-                          f"{', '.join(ROLES)} (give --root for a set written by `irstdlab data synth`)")
     keep_original = cfg.eval.needs_noco or data_cfg.dataset == "sirstv2"  # mNoCoAP: OSCAR's metric on SIRST-V2
     dataset = eval_dataset(data_cfg, role, seed=cfg.train.seed, keep_original=keep_original)
     loader = DataLoader(dataset, batch_size=data_cfg.eval_batch_size, shuffle=False, collate_fn=collate_eval)

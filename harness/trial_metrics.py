@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import re
 
-_EVAL = r"(mAP07|mAP12|recall|num_images|num_gts|num_dets|mNoCoAP|NoCoAP\d\d)"
+_EVAL = r"(mAP07|mAP12|mAP75|recall|num_images|num_gts|num_dets|mNoCoAP|NoCoAP\d\d)"
 _PATTERNS = (
     re.compile(rf"(val|test)/{_EVAL}"),
-    re.compile(r"best/val/(mAP07|mAP12|recall|mNoCoAP)"),
+    re.compile(r"best/val/(mAP07|mAP12|mAP75|recall|mNoCoAP)"),
     re.compile(r"train/(loss|iterations|time_s|loss_[A-Za-z0-9_]+)"),
     re.compile(r"epoch|epochs|workers|lr|images_per_s|dadapt_d|best_epoch|gmacs|params_m"),
 )

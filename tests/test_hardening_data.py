@@ -47,8 +47,8 @@ def five(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("images, extra, words", [
     (1, (), ("--images", "at least 3")),
     (2, (), ("--images", "at least 3")),
-    (3, ("--seed", "-1"), ("seed=-1",)),
-    (3, ("--size", "100"), ("size=100",)),
+    (3, ("--seed", "-1"), ("--seed", "got -1")),  # argparse's range check, before anything is written
+    (3, ("--size", "100"), ("--size", "got 100")),
 ])
 def test_synth_refuses_bad_arguments_and_writes_nothing(tmp_path, images, extra, words):
     result = synth(tmp_path / "few", images, *extra)
