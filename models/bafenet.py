@@ -24,7 +24,8 @@ conv_spatial, conv_squeeze, conv_post). Our head holds only what runs, so BAFE-R
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F

@@ -11,7 +11,8 @@ per-level lists (``cls``, ``reg``, ``ctr``; subclasses may add keys, e.g. ``seg`
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -21,7 +22,7 @@ from irstdlab.models.backbones import build_backbone
 from irstdlab.models.config import ModelConfig
 from irstdlab.models.fcos_loss import fcos_losses
 from irstdlab.models.fcos_targets import Points, assign, distances_to_boxes, make_points
-from irstdlab.models.necks import build_neck
+from irstdlab.models.necks import FPN, build_neck
 from irstdlab.models.precision import float32_postprocess
 from irstdlab.models.preprocess import InputNormalizer
 from irstdlab.models.registry import register
@@ -242,7 +243,7 @@ class FCOS(nn.Module):
         return self.head.postprocess(head_outputs, tuple(images.shape[-2:]))
 
 
-def build_parts(cfg: ModelConfig) -> tuple[InputNormalizer, nn.Module, nn.Module]:
+def build_parts(cfg: ModelConfig) -> tuple[InputNormalizer, nn.Module, FPN]:
     """Preprocess, backbone and neck as configured (shared by every FCOS-family detector)."""
     preprocess = InputNormalizer(cfg.input_norm, cfg.in_channel_mode)
     backbone = build_backbone(cfg, in_channels=preprocess.out_channels)
@@ -252,15 +253,15 @@ def build_parts(cfg: ModelConfig) -> tuple[InputNormalizer, nn.Module, nn.Module
 
 def fcos_head_args(cfg: ModelConfig) -> dict[str, Any]:
     """The ``FCOSHead`` keyword arguments a config sets (``BAFEHead`` takes them as well)."""
-    return dict(
-        width=cfg.head_width, depth=cfg.head_depth, norm_groups=cfg.norm_groups, prior_prob=cfg.prior_prob,
-        center_sampling=cfg.center_sampling, center_sample_radius=cfg.center_sample_radius,
-        focal_alpha=cfg.focal_alpha, focal_gamma=cfg.focal_gamma, box_loss=cfg.box_loss,
-        score_thr=cfg.score_thr, nms_pre=cfg.nms_pre, nms_thr=cfg.nms_thr, max_per_img=cfg.max_per_img,
-    )
+    return {
+        "width": cfg.head_width, "depth": cfg.head_depth, "norm_groups": cfg.norm_groups, "prior_prob": cfg.prior_prob,
+        "center_sampling": cfg.center_sampling, "center_sample_radius": cfg.center_sample_radius,
+        "focal_alpha": cfg.focal_alpha, "focal_gamma": cfg.focal_gamma, "box_loss": cfg.box_loss,
+        "score_thr": cfg.score_thr, "nms_pre": cfg.nms_pre, "nms_thr": cfg.nms_thr, "max_per_img": cfg.max_per_img,
+    }
 
 
-def build_fcos_head(cfg: ModelConfig, neck: nn.Module) -> FCOSHead:
+def build_fcos_head(cfg: ModelConfig, neck: FPN) -> FCOSHead:
     return FCOSHead(neck.out_channels, neck.strides, cfg.level_regress_ranges(), **fcos_head_args(cfg))
 
 

@@ -38,7 +38,8 @@ backbone without its stem max-pool (strides 4 and 2 for small images).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F

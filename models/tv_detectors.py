@@ -91,7 +91,8 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from functools import partial
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -136,8 +137,8 @@ class FPNFeatures(nn.Module):
         self.preprocess = preprocess
         self.body = body
         self.fpn = fpn
-        self.out_channels = fpn.out_channels
-        self.strides = list(fpn.strides)
+        self.out_channels: int = fpn.out_channels
+        self.strides: list[int] = list(fpn.strides)
         self.names = [str(i) for i in range(len(self.strides))]
 
     def forward(self, images: Tensor) -> "OrderedDict[str, Tensor]":
@@ -282,15 +283,17 @@ def _features(cfg: ModelConfig) -> FPNFeatures:
 
 def _inference(cfg: ModelConfig) -> dict[str, Any]:
     """Our inference knobs under torchvision's single-stage names."""
-    return dict(score_thresh=cfg.score_thr, nms_thresh=cfg.nms_thr, detections_per_img=cfg.max_per_img,
-                topk_candidates=cfg.nms_pre)
+    return {"score_thresh": cfg.score_thr, "nms_thresh": cfg.nms_thr, "detections_per_img": cfg.max_per_img,
+            "topk_candidates": cfg.nms_pre}
 
+
+_Detector = TypeVar("_Detector", bound=nn.Module)
 
 # only feed the GeneralizedRCNNTransform torchvision builds; ``_finish`` replaces it
 TRANSFORM_ARGS: dict[str, Any] = dict(min_size=0, max_size=0, image_mean=[0.0], image_std=[1.0])
 
 
-def _finish(model: nn.Module) -> nn.Module:
+def _finish(model: _Detector) -> _Detector:
     model.transform = NoResizeTransform(size_divisible=32)
     return model
 
