@@ -90,7 +90,7 @@ def _fcos_assigner(model: nn.Module, shape_model: nn.Module) -> Assigner:
     def run(boxes: Tensor, size: tuple[int, int]) -> ImageAssignment:
         sizes = shapes(size)
         points = head.points({"cls": [torch.empty(1, 1, h, w) for h, w in sizes]})
-        gt_index, _ = assign(points, boxes, head.cfg.center_sampling, head.cfg.center_sample_radius)
+        gt_index, _ = assign(points, boxes, head.center_sampling, head.center_sample_radius)
         return _per_level(gt_index, points.num_per_level, boxes.shape[0])
 
     return Assigner(model.head.__class__.__name__, list(head.strides), "locations", run)

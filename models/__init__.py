@@ -1,28 +1,22 @@
 """Detectors as plain ``nn.Module``s: ``build(cfg)`` and ``list_models()``.
 
-Importing this package registers every detector module present in the checkout.
+Importing this package registers every detector module listed below; a listed module that
+fails to import raises ``DetectorImportError`` naming it.
 """
 
 from __future__ import annotations
 
-import importlib
-
 from irstdlab.models.config import ModelConfig
-from irstdlab.models.registry import build, describe, list_models, register
+from irstdlab.models.registry import build, describe, list_models, load_detectors, model_defaults, register
 
-# Modules whose import registers detectors; a missing optional one is skipped.
-_DETECTOR_MODULES = (
+# Modules whose import registers detectors (each with its builder, description and defaults).
+DETECTOR_MODULES = (
     "irstdlab.models.fcos",
     "irstdlab.models.bafenet",
     "irstdlab.models.oscar",
     "irstdlab.models.tv_detectors",
 )
 
-for _name in _DETECTOR_MODULES:
-    try:
-        importlib.import_module(_name)
-    except ModuleNotFoundError as _exc:
-        if _exc.name != _name:
-            raise
+load_detectors(DETECTOR_MODULES)
 
-__all__ = ["ModelConfig", "build", "describe", "list_models", "register"]
+__all__ = ["DETECTOR_MODULES", "ModelConfig", "build", "describe", "list_models", "model_defaults", "register"]

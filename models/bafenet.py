@@ -24,6 +24,7 @@ conv_spatial, conv_squeeze, conv_post). Our head holds only what runs, so BAFE-R
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -32,7 +33,7 @@ from torch import Tensor, nn
 
 from irstdlab.models.config import ModelConfig
 from irstdlab.models.exchange import Exchange, LSKModule
-from irstdlab.models.fcos import FCOS, FCOSHead, HeadOutputs, build_parts, conv_tower
+from irstdlab.models.fcos import FCOS, FCOSHead, HeadOutputs, build_fcos_head, build_parts, conv_tower, fcos_head_args
 from irstdlab.models.fcos_targets import Points
 from irstdlab.models.registry import register
 
@@ -57,17 +58,38 @@ def conv_bn_relu_block(channels: int) -> nn.Sequential:
 class BAFEHead(FCOSHead):
     """FCOS head + segmentation tower, LSK module, conv blocks and the cross-task exchange."""
 
-    def __init__(self, cfg: ModelConfig, in_channels: int, strides: list[int]) -> None:
-        super().__init__(cfg, in_channels, strides)
-        feat = cfg.head_width if cfg.head_depth > 0 else in_channels
+    def __init__(
+        self,
+        in_channels: int,
+        strides: Sequence[int],
+        regress_ranges: Sequence[tuple[float, float]],
+        *,
+        width: int = 256,
+        depth: int = 4,
+        norm_groups: int = 32,
+        exchange: str = "channel",
+        p: float = 0.5,
+        selection: str = "dynamic",
+        adapter: str = "mlp",
+        adapter_hidden: int = 64,
+        lsk_module: bool = True,
+        conv_bn_blocks: bool = True,
+        seg_loss_weight: float = 1.0,
+        **fcos_args: Any,
+    ) -> None:
+        """``fcos_args``: the remaining ``FCOSHead`` keywords (prior, assignment, loss, inference)."""
+        super().__init__(in_channels, strides, regress_ranges, width=width, depth=depth, norm_groups=norm_groups,
+                         **fcos_args)
+        self.seg_loss_weight = seg_loss_weight
+        feat = width if depth > 0 else in_channels
         if feat < 2:
             raise ValueError(f"model.head_width: BAFE-Net needs at least 2 channels, got {feat}")
-        self.seg_tower = conv_tower(in_channels, cfg.head_width, cfg.head_depth, cfg.norm_groups)
-        self.lsk = LSKModule(feat) if cfg.lsk_module else None
+        self.seg_tower = conv_tower(in_channels, width, depth, norm_groups)
+        self.lsk = LSKModule(feat) if lsk_module else None
         # Table IV's segmentation-head variant (the reference FCOSSegHead + exchange) has no conv-BN blocks
-        self.convs_seg = conv_bn_relu_block(feat) if cfg.conv_bn_blocks else nn.Identity()
-        self.convs_cls = conv_bn_relu_block(feat) if cfg.conv_bn_blocks else nn.Identity()
-        self.exchange = Exchange(cfg.exchange, feat, cfg.p, cfg.selection, cfg.adapter, cfg.adapter_hidden)
+        self.convs_seg = conv_bn_relu_block(feat) if conv_bn_blocks else nn.Identity()
+        self.convs_cls = conv_bn_relu_block(feat) if conv_bn_blocks else nn.Identity()
+        self.exchange = Exchange(exchange, feat, p, selection, adapter, adapter_hidden)
         self.conv_seg = nn.Conv2d(feat, 1, 3, padding=1)
         self.init_weights()  # N(0, 0.01) on every conv of the head, LSK and exchange included
 
@@ -84,7 +106,7 @@ class BAFEHead(FCOSHead):
         self, head_outputs: HeadOutputs, targets: list[dict[str, Tensor]], points: Points | None = None
     ) -> dict[str, Tensor]:
         losses = super().compute_loss(head_outputs, targets, points)
-        losses["loss_seg"] = self.cfg.seg_loss_weight * segmentation_loss(head_outputs["seg"], sky_maps(targets))
+        losses["loss_seg"] = self.seg_loss_weight * segmentation_loss(head_outputs["seg"], sky_maps(targets))
         return losses
 
 
@@ -136,12 +158,26 @@ class BAFENet(FCOS):
         return super().forward(images, targets)
 
 
-@register("bafenet", "BAFE-Net: FCOS + sky segmentation head with dynamic cross-task channel exchange (3 levels P3-P5)")
+# The released BAFE-Net neck: FPN num_outs=3 over C3-C5, no extra levels
+# (GrokCV/BAFE-Net configs/detection/fcos_changer_seg/fcos_changer_seg_r50-caffe_fpn_gn-head_1x_densesirst.py),
+# so `models info bafenet --backbone resnet50` counts the 34.73 M of the reference's used modules.
+BAFENET_DEFAULTS = {"num_levels": 3}
+
+
+@register(
+    "bafenet", "BAFE-Net: FCOS + sky segmentation head with dynamic cross-task channel exchange (3 levels P3-P5)",
+    defaults=BAFENET_DEFAULTS,
+)
 def build_bafenet(cfg: ModelConfig) -> nn.Module:
     preprocess, backbone, neck = build_parts(cfg)
     if not cfg.seg_head:  # Table IV (a): the plain host
-        return FCOS(preprocess, backbone, neck, FCOSHead(cfg, neck.out_channels, neck.strides))
-    return BAFENet(preprocess, backbone, neck, BAFEHead(cfg, neck.out_channels, neck.strides))
+        return FCOS(preprocess, backbone, neck, build_fcos_head(cfg, neck))
+    head = BAFEHead(
+        neck.out_channels, neck.strides, cfg.level_regress_ranges(), exchange=cfg.exchange, p=cfg.p,
+        selection=cfg.selection, adapter=cfg.adapter, adapter_hidden=cfg.adapter_hidden, lsk_module=cfg.lsk_module,
+        conv_bn_blocks=cfg.conv_bn_blocks, seg_loss_weight=cfg.seg_loss_weight, **fcos_head_args(cfg),
+    )
+    return BAFENet(preprocess, backbone, neck, head)
 
 
-__all__ = ["BAFEHead", "BAFENet", "build_bafenet", "conv_bn_relu_block", "segmentation_loss", "sky_maps"]
+__all__ = ["BAFENET_DEFAULTS", "BAFEHead", "BAFENet", "build_bafenet", "conv_bn_relu_block", "segmentation_loss", "sky_maps"]

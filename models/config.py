@@ -1,8 +1,9 @@
 """`ModelConfig`: every knob of every detector in one validated dataclass.
 
 Defaults are the reference (BAFE-Net's FCOS host, BAFE_REFERENCE §3-4) except
-``num_levels=5``, which is the Table II FCOS baseline (P3-P7); ``bafenet``'s own default
-(``MODEL_DEFAULTS``) is the released host's 3 levels (P3-P5).
+``num_levels=5``, which is the Table II FCOS baseline (P3-P7). A detector's own values for the
+keys a config leaves out are registered with its builder (``register(..., defaults=...)``,
+e.g. ``bafenet``'s 3 levels P3-P5) and applied by ``with_model_defaults``.
 Annotations are the ones ``irstdlab.harness.configtree`` understands (Literal, X | None,
 tuples), so the harness can type-check YAML against this class; ``validate()`` does the
 range checks and raises ``ValueError("model.<field>: <problem>")``.
@@ -19,35 +20,18 @@ BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "lsknet_t", "lskne
 MAX_LEVELS = 5  # P3..P7
 MAX_WIDTH, MAX_DEPTH, MAX_BOXES = 4096, 32, 100_000  # channels, head convs, boxes per image
 
-# Per-detector defaults: a model section that names a detector but leaves one of these keys
-# out gets the detector's own value rather than the FCOS reference default (applied by
-# ``with_model_defaults``, used by ``ModelConfig.from_dict`` and the trial config loader).
-MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
-    # The released BAFE-Net neck: FPN num_outs=3 over C3-C5, no extra levels
-    # (GrokCV/BAFE-Net configs/detection/fcos_changer_seg/fcos_changer_seg_r50-caffe_fpn_gn-head_1x_densesirst.py),
-    # so `models info bafenet --backbone resnet50` counts the 34.73 M of the reference's used modules.
-    "bafenet": {"num_levels": 3},
-    # ODI's released OSCAR (OSCAR_LSKNET_SIRSTV2_REFERENCE §2): FlexResNet-18 deep stem from
-    # random init with trainable BN, FPN 256, focal gamma 3 weight 2, DIoU, 0.05/NMS 0.5/100.
-    "oscar": {
-        "backbone": "resnet18", "deep_stem": True, "frozen_bn": False, "norm_eval": False,
-        "input_norm": "sirstv2", "in_channel_mode": "replicate", "fpn_channels": 256, "head_depth": 4,
-        "norm_groups": 32, "focal_alpha": 0.25, "focal_gamma": 3.0, "box_loss": "diou", "cls_loss_weight": 2.0,
-        "score_thr": 0.05, "nms_pre": 1000, "nms_thr": 0.5, "max_per_img": 100,
-    },
-    # torchvision baselines (models/tv_detectors.py): the Table II recipe's R50 trunk and FPN.
-    "retinanet": {"extra_levels_from": "c5"},  # mmdet RetinaNet's P6/P7 on C5: Table II's 36.33 M at R50
-    "fcos_tv": {},
-    "ssd": {},
-    "faster_rcnn": {"p2": True, "num_levels": 4},  # torchvision's P2-P6 pyramid
-}
-
 
 def with_model_defaults(data: dict[str, Any]) -> dict[str, Any]:
-    """``data`` with the named detector's defaults filled in under the keys it leaves out."""
+    """``data`` with the named detector's registered defaults under the keys it leaves out.
+
+    Each detector registers its defaults beside its builder (``models/registry.py``); the
+    registry imports this module, hence the late import.
+    """
     if not isinstance(data, dict):
         return data
-    return {**MODEL_DEFAULTS.get(str(data.get("name", "fcos")), {}), **data}
+    from irstdlab.models.registry import model_defaults
+
+    return {**model_defaults(str(data.get("name", "fcos"))), **data}
 
 
 @dataclass
@@ -262,4 +246,4 @@ def _check_type(name: str, value: Any, tp: Any) -> None:
             _fail(name, f"expected a list of [lower, upper] number pairs, got {value!r}")
 
 
-__all__ = ["BACKBONES", "MODEL_DEFAULTS", "ModelConfig", "with_model_defaults"]
+__all__ = ["BACKBONES", "ModelConfig", "with_model_defaults"]

@@ -11,6 +11,7 @@ per-level lists (``cls``, ``reg``, ``ctr``; subclasses may add keys, e.g. ``seg`
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -21,7 +22,7 @@ from irstdlab.models.backbones import build_backbone
 from irstdlab.models.config import ModelConfig
 from irstdlab.models.fcos_loss import fcos_losses
 from irstdlab.models.fcos_targets import Points, assign, distances_to_boxes, make_points
-from irstdlab.models.necks import build_neck
+from irstdlab.models.necks import FPN, build_neck
 from irstdlab.models.precision import float32_postprocess
 from irstdlab.models.preprocess import InputNormalizer
 from irstdlab.models.registry import register
@@ -59,17 +60,38 @@ class FCOSHead(nn.Module):
     distances are exp(Scale_l(conv_reg)) in input pixels (norm_on_bbox=False).
     """
 
-    def __init__(self, cfg: ModelConfig, in_channels: int, strides: list[int]) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        strides: Sequence[int],
+        regress_ranges: Sequence[tuple[float, float]],
+        *,
+        width: int = 256,
+        depth: int = 4,
+        norm_groups: int = 32,
+        prior_prob: float = 0.01,
+        center_sampling: bool = False,
+        center_sample_radius: float = 1.5,
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
+        box_loss: str = "iou",
+        score_thr: float = 0.05,
+        nms_pre: int = 1000,
+        nms_thr: float = 0.5,
+        max_per_img: int = 100,
+    ) -> None:
         super().__init__()
-        self.cfg = cfg
         self.strides = list(strides)
-        self.regress_ranges = cfg.level_regress_ranges()
+        self.regress_ranges = [(float(lo), float(hi)) for lo, hi in regress_ranges]
         if len(self.regress_ranges) != len(self.strides):
             raise ValueError(f"model.regress_ranges: {len(self.regress_ranges)} ranges for {len(self.strides)} levels")
-        width = cfg.head_width
-        feat = width if cfg.head_depth > 0 else in_channels
-        self.cls_tower = conv_tower(in_channels, width, cfg.head_depth, cfg.norm_groups)
-        self.reg_tower = conv_tower(in_channels, width, cfg.head_depth, cfg.norm_groups)
+        self.prior_prob = prior_prob
+        self.center_sampling, self.center_sample_radius = center_sampling, center_sample_radius
+        self.focal_alpha, self.focal_gamma, self.box_loss = focal_alpha, focal_gamma, box_loss
+        self.score_thr, self.nms_pre, self.nms_thr, self.max_per_img = score_thr, nms_pre, nms_thr, max_per_img
+        feat = width if depth > 0 else in_channels
+        self.cls_tower = conv_tower(in_channels, width, depth, norm_groups)
+        self.reg_tower = conv_tower(in_channels, width, depth, norm_groups)
         self.conv_cls = nn.Conv2d(feat, 1, 3, padding=1)
         self.conv_reg = nn.Conv2d(feat, 4, 3, padding=1)
         self.conv_centerness = nn.Conv2d(feat, 1, 3, padding=1)
@@ -86,7 +108,7 @@ class FCOSHead(nn.Module):
                 nn.init.normal_(m.weight, std=0.01)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
-        p = self.cfg.prior_prob
+        p = self.prior_prob
         nn.init.constant_(self.conv_cls.bias, -math.log((1 - p) / p))
 
     # ------------------------------------------------------------------ forward
@@ -123,7 +145,7 @@ class FCOSHead(nn.Module):
             if boxes is None:
                 raise ValueError(f"targets[{i}]: needs a 'boxes' Tensor[N,4]")
             boxes = torch.as_tensor(boxes, dtype=torch.float32, device=points.xy.device).reshape(-1, 4)
-            idx, dist = assign(points, boxes, self.cfg.center_sampling, self.cfg.center_sample_radius)
+            idx, dist = assign(points, boxes, self.center_sampling, self.center_sample_radius)
             gt_index.append(idx)
             distances.append(dist)
         return torch.stack(gt_index) >= 0, torch.stack(distances)
@@ -141,9 +163,9 @@ class FCOSHead(nn.Module):
             points.xy,
             positive,
             target_distances,
-            focal_alpha=self.cfg.focal_alpha,
-            focal_gamma=self.cfg.focal_gamma,
-            box_kind=self.cfg.box_loss,
+            focal_alpha=self.focal_alpha,
+            focal_gamma=self.focal_gamma,
+            box_kind=self.box_loss,
         )
 
     # ------------------------------------------------------------------ inference
@@ -159,7 +181,6 @@ class FCOSHead(nn.Module):
         drop empty boxes (mmdet min_bbox_size=0 keeps w > 0 and h > 0); NMS; max_per_img.
         All of it in float32 with autocast off (``models/precision.py``).
         """
-        cfg = self.cfg
         points = points if points is not None else self.points(head_outputs)
         starts = [0] + list(torch.tensor(points.num_per_level).cumsum(0).tolist())
         cls, reg, ctr = flatten_outputs(head_outputs)
@@ -168,9 +189,9 @@ class FCOSHead(nn.Module):
             boxes_l, scores_l = [], []
             for lo, hi in zip(starts[:-1], starts[1:]):
                 scores = cls[b, lo:hi].sigmoid()
-                keep = torch.nonzero(scores > cfg.score_thr).squeeze(1)
-                if keep.numel() > cfg.nms_pre:
-                    keep = keep[scores[keep].topk(cfg.nms_pre).indices]
+                keep = torch.nonzero(scores > self.score_thr).squeeze(1)
+                if keep.numel() > self.nms_pre:
+                    keep = keep[scores[keep].topk(self.nms_pre).indices]
                 idx = keep + lo
                 boxes_l.append(distances_to_boxes(points.xy[idx], reg[b, idx], image_size))
                 scores_l.append(scores[keep] * ctr[b, idx].sigmoid())
@@ -178,7 +199,7 @@ class FCOSHead(nn.Module):
             valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
             boxes, scores = boxes[valid], scores[valid]
             labels = torch.ones_like(scores, dtype=torch.int64)
-            keep = batched_nms(boxes, scores, labels, cfg.nms_thr)[: cfg.max_per_img]
+            keep = batched_nms(boxes, scores, labels, self.nms_thr)[: self.max_per_img]
             results.append({"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]})
         return results
 
@@ -222,7 +243,7 @@ class FCOS(nn.Module):
         return self.head.postprocess(head_outputs, tuple(images.shape[-2:]))
 
 
-def build_parts(cfg: ModelConfig) -> tuple[InputNormalizer, nn.Module, nn.Module]:
+def build_parts(cfg: ModelConfig) -> tuple[InputNormalizer, nn.Module, FPN]:
     """Preprocess, backbone and neck as configured (shared by every FCOS-family detector)."""
     preprocess = InputNormalizer(cfg.input_norm, cfg.in_channel_mode)
     backbone = build_backbone(cfg, in_channels=preprocess.out_channels)
@@ -230,11 +251,28 @@ def build_parts(cfg: ModelConfig) -> tuple[InputNormalizer, nn.Module, nn.Module
     return preprocess, backbone, neck
 
 
+def fcos_head_args(cfg: ModelConfig) -> dict[str, Any]:
+    """The ``FCOSHead`` keyword arguments a config sets (``BAFEHead`` takes them as well)."""
+    return {
+        "width": cfg.head_width, "depth": cfg.head_depth, "norm_groups": cfg.norm_groups, "prior_prob": cfg.prior_prob,
+        "center_sampling": cfg.center_sampling, "center_sample_radius": cfg.center_sample_radius,
+        "focal_alpha": cfg.focal_alpha, "focal_gamma": cfg.focal_gamma, "box_loss": cfg.box_loss,
+        "score_thr": cfg.score_thr, "nms_pre": cfg.nms_pre, "nms_thr": cfg.nms_thr, "max_per_img": cfg.max_per_img,
+    }
+
+
+def build_fcos_head(cfg: ModelConfig, neck: FPN) -> FCOSHead:
+    return FCOSHead(neck.out_channels, neck.strides, cfg.level_regress_ranges(), **fcos_head_args(cfg))
+
+
+# No defaults of its own: ModelConfig's are this detector's (the Table II 5-level baseline).
 @register("fcos", "FCOS as BAFE-Net's reference host (mmdet FCOSHead; 3 levels P3-P5) or Table II baseline (5 levels P3-P7)")
 def build_fcos(cfg: ModelConfig) -> FCOS:
     preprocess, backbone, neck = build_parts(cfg)
-    head = FCOSHead(cfg, neck.out_channels, neck.strides)
-    return FCOS(preprocess, backbone, neck, head)
+    return FCOS(preprocess, backbone, neck, build_fcos_head(cfg, neck))
 
 
-__all__ = ["FCOS", "FCOSHead", "Scale", "build_fcos", "build_parts", "conv_tower", "flatten_outputs"]
+__all__ = [
+    "FCOS", "FCOSHead", "Scale", "build_fcos", "build_fcos_head", "build_parts", "conv_tower", "fcos_head_args",
+    "flatten_outputs",
+]

@@ -4,7 +4,7 @@ Written from OSCAR_LSKNET_SIRSTV2_REFERENCE §2 (ODI ``OSCARNet`` / ``FlexFPN`` 
 ``OSCARNoCoHead``), without mm* code:
 
 * backbone: FlexResNet-18 = ResNet-18 with a 3x3 deep stem, random init, BN trainable
-  (``MODEL_DEFAULTS["oscar"]``; any backbone of ``ModelConfig.backbone`` works, LSKNet too);
+  (``OSCAR_DEFAULTS``, registered with the builder; any backbone of ``ModelConfig.backbone`` works, LSKNet too);
 * neck: ``FlexFPN``, an FPN over C2-C5 (1x1 laterals with bias, nearest top-down, 3x3
   outputs) that returns only P2 and P3. The P4/P5 output convs exist (the reference counts
   their parameters) but are not run, and are frozen so DDP finds no unused parameter;
@@ -38,6 +38,7 @@ backbone without its stem max-pool (strides 4 and 2 for small images).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -113,15 +114,35 @@ HeadOutputs = dict[str, Tensor]
 class OSCARHead(nn.Module):
     """Coarse (P3) + refine (P2) heads with the cascade, the modulation and the NoCo branch."""
 
-    def __init__(self, cfg: ModelConfig, in_channels: int, strides: list[int]) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        strides: Sequence[int],
+        *,
+        depth: int = 4,
+        norm_groups: int = 32,
+        noco_branch: bool = True,
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 3.0,
+        cls_loss_weight: float = 2.0,
+        noco_loss_weight: float = 1000.0,
+        score_thr: float = 0.05,
+        nms_pre: int = 1000,
+        nms_thr: float = 0.5,
+        max_per_img: int = 100,
+    ) -> None:
+        """``strides``: (refine, coarse), the P2 and P3 strides. Defaults are ODI's released values."""
         super().__init__()
-        self.cfg = cfg
         self.refine_stride, self.coarse_stride = int(strides[0]), int(strides[1])
+        self.noco_branch = noco_branch
+        self.focal_alpha, self.focal_gamma = focal_alpha, focal_gamma
+        self.cls_loss_weight, self.noco_loss_weight = cls_loss_weight, noco_loss_weight
+        self.score_thr, self.nms_pre, self.nms_thr, self.max_per_img = score_thr, nms_pre, nms_thr, max_per_img
         feat = in_channels // 2
-        if feat < 1 or feat % cfg.norm_groups:
+        if feat < 1 or feat % norm_groups:
             raise ValueError(f"model.norm_groups: OSCAR's head width fpn_channels // 2 = {feat} is not divisible "
-                             f"by norm_groups {cfg.norm_groups}")
-        depth, groups = cfg.head_depth, cfg.norm_groups
+                             f"by norm_groups {norm_groups}")
+        groups = norm_groups
         out_feat = feat if depth > 0 else in_channels
         self.coarse_cls_tower = conv_tower(in_channels, feat, depth, groups)
         self.coarse_reg_tower = conv_tower(in_channels, feat, depth, groups)
@@ -136,7 +157,7 @@ class OSCARHead(nn.Module):
         self.refine_conv_mod = nn.Conv2d(out_feat, 1, 3, padding=1)
         self.refine_conv_reg = nn.Conv2d(refine_reg_out, 4, 3, padding=1)
         self.refine_scale = Scale(1.0)
-        if cfg.noco_branch:
+        if noco_branch:
             self.noco_tower = conv_tower(in_channels, feat, depth, groups)
             self.refine_conv_noco = nn.Conv2d(out_feat, 1, 3, padding=1)
         for m in self.modules():  # ODI: normal(0, 0.01), bias 0, no prior-probability bias
@@ -162,7 +183,7 @@ class OSCARHead(nn.Module):
         up_reg = F.interpolate(c_reg_feat, size=size_r, mode="bilinear", align_corners=False)
         r_delta = self.refine_scale(self.refine_conv_reg(self.refine_reg_tower(torch.cat([p2, up_reg], dim=1))))
         out = {"coarse_cls": c_cls_mod, "coarse_dist": c_dist, "refine_cls": r_cls_mod, "refine_delta": r_delta}
-        if self.cfg.noco_branch:
+        if self.noco_branch:
             out["noco"] = self.refine_conv_noco(self.noco_tower(p2))
         return out
 
@@ -182,7 +203,6 @@ class OSCARHead(nn.Module):
 
     # ------------------------------------------------------------------ training
     def compute_loss(self, out: HeadOutputs, images: Tensor, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
-        cfg = self.cfg
         coarse, _anchors, refined, r_points = self.boxes(out)
         hc, wc = out["coarse_dist"].shape[-2:]
         c_points = level_points(hc, wc, self.coarse_stride, coarse.device)
@@ -204,41 +224,40 @@ class OSCARHead(nn.Module):
             goal_boxes = torch.stack([t.boxes for t in level_targets])
             logits = _flat(logits)[..., 0].float()
             num_pos = reduce_mean(positive.sum().float()).clamp(min=1.0)
-            focal = sigmoid_focal_loss(logits, positive.float(), alpha=cfg.focal_alpha, gamma=cfg.focal_gamma,
+            focal = sigmoid_focal_loss(logits, positive.float(), alpha=self.focal_alpha, gamma=self.focal_gamma,
                                        reduction="sum")
-            losses[f"loss_{level}_cls"] = cfg.cls_loss_weight * focal / num_pos
+            losses[f"loss_{level}_cls"] = self.cls_loss_weight * focal / num_pos
             if positive.any():
                 losses[f"loss_{level}_box"] = distance_box_iou_loss(pred_boxes[positive], goal_boxes[positive],
                                                                     reduction="mean", eps=1e-6)
             else:  # connected to the graph, zero
                 losses[f"loss_{level}_box"] = pred_boxes.sum() * 0.0
-        if cfg.noco_branch:
+        if self.noco_branch:
             noco_logits = out["noco"].float()
             goal = noco_targets(images, targets, tuple(noco_logits.shape[-2:]))
             bce = F.binary_cross_entropy_with_logits(noco_logits, goal, reduction="none")
             quality = (noco_logits.sigmoid() - goal).abs().pow(2.0)
-            losses["loss_noco"] = cfg.noco_loss_weight * (bce * quality).mean()
+            losses["loss_noco"] = self.noco_loss_weight * (bce * quality).mean()
         return losses
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
     @float32_postprocess  # sigmoids, score products, the cascade decode and NMS in float32
     def postprocess(self, out: HeadOutputs, image_size: tuple[int, int]) -> list[dict[str, Tensor]]:
-        cfg = self.cfg
         _coarse, _anchors, refined, _points = self.boxes(out)
         size_r = out["refine_cls"].shape[-2:]
         r_prob = _flat(out["refine_cls"])[..., 0].float().sigmoid()
         c_prob = _flat(F.interpolate(out["coarse_cls"], size=size_r, mode="nearest-exact"))[..., 0].float().sigmoid()
         factor = c_prob
-        if cfg.noco_branch:
+        if self.noco_branch:
             factor = factor * _flat(out["noco"])[..., 0].float().sigmoid()
         h, w = image_size
         results = []
         for b in range(r_prob.shape[0]):
             scores = r_prob[b]
-            keep = torch.nonzero(scores > cfg.score_thr).squeeze(1)
-            if keep.numel() > cfg.nms_pre:
-                keep = keep[scores[keep].topk(cfg.nms_pre).indices]
+            keep = torch.nonzero(scores > self.score_thr).squeeze(1)
+            if keep.numel() > self.nms_pre:
+                keep = keep[scores[keep].topk(self.nms_pre).indices]
             boxes = refined[b, keep]
             boxes = torch.stack([boxes[:, 0].clamp(0, w), boxes[:, 1].clamp(0, h),
                                  boxes[:, 2].clamp(0, w), boxes[:, 3].clamp(0, h)], dim=1)
@@ -246,7 +265,7 @@ class OSCARHead(nn.Module):
             valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
             boxes, final = boxes[valid], final[valid]
             labels = torch.ones_like(final, dtype=torch.int64)
-            kept = batched_nms(boxes, final, labels, cfg.nms_thr)[: cfg.max_per_img]
+            kept = batched_nms(boxes, final, labels, self.nms_thr)[: self.max_per_img]
             results.append({"boxes": boxes[kept], "scores": final[kept], "labels": labels[kept]})
         return results
 
@@ -280,13 +299,31 @@ class OSCAR(nn.Module):
         return self.head.postprocess(out, tuple(images.shape[-2:]))
 
 
-@register("oscar", "OSCAR (ODI release): FlexResNet-18 deep stem, FlexFPN P2/P3, coarse-to-refine cascade, NoCo branch")
+# ODI's released OSCAR (OSCAR_LSKNET_SIRSTV2_REFERENCE §2): FlexResNet-18 deep stem from random
+# init with trainable BN, FPN 256, focal gamma 3 weight 2, DIoU, 0.05/NMS 0.5/100.
+OSCAR_DEFAULTS = {
+    "backbone": "resnet18", "deep_stem": True, "frozen_bn": False, "norm_eval": False,
+    "input_norm": "sirstv2", "in_channel_mode": "replicate", "fpn_channels": 256, "head_depth": 4,
+    "norm_groups": 32, "focal_alpha": 0.25, "focal_gamma": 3.0, "box_loss": "diou", "cls_loss_weight": 2.0,
+    "score_thr": 0.05, "nms_pre": 1000, "nms_thr": 0.5, "max_per_img": 100,
+}
+
+
+@register(
+    "oscar", "OSCAR (ODI release): FlexResNet-18 deep stem, FlexFPN P2/P3, coarse-to-refine cascade, NoCo branch",
+    defaults=OSCAR_DEFAULTS,
+)
 def build_oscar(cfg: ModelConfig) -> OSCAR:
     preprocess = InputNormalizer(cfg.input_norm, cfg.in_channel_mode)
     backbone = build_backbone(cfg, in_channels=preprocess.out_channels)
     neck = FlexFPN(backbone.out_channels, backbone.strides, cfg.fpn_channels, out_indices=(0, 1))
-    head = OSCARHead(cfg, neck.out_channels, neck.strides)
+    head = OSCARHead(
+        neck.out_channels, neck.strides, depth=cfg.head_depth, norm_groups=cfg.norm_groups,
+        noco_branch=cfg.noco_branch, focal_alpha=cfg.focal_alpha, focal_gamma=cfg.focal_gamma,
+        cls_loss_weight=cfg.cls_loss_weight, noco_loss_weight=cfg.noco_loss_weight, score_thr=cfg.score_thr,
+        nms_pre=cfg.nms_pre, nms_thr=cfg.nms_thr, max_per_img=cfg.max_per_img,
+    )
     return OSCAR(preprocess, backbone, neck, head)
 
 
-__all__ = ["OSCAR", "OSCARHead", "FlexFPN", "build_oscar", "decode_distances"]
+__all__ = ["OSCAR", "OSCAR_DEFAULTS", "OSCARHead", "FlexFPN", "build_oscar", "decode_distances"]

@@ -1,12 +1,21 @@
-"""Model registry, timm style: one dict from name to builder, and nothing more.
+"""Model registry, timm style: one dict from name to builder, description and defaults.
 
 A builder is ``fn(cfg: ModelConfig) -> nn.Module``; detector modules register theirs at
-import time with ``@register("name", "one-line description")``.
+import time with ``@register("name", "one-line description", defaults={...})``. ``defaults``
+are the detector's own values for ``ModelConfig`` fields a config leaves out (applied by
+``with_model_defaults``), so a detector's settings live beside its builder.
+
+``load_detectors`` imports the modules that register detectors; one that fails to import is
+an error naming it, never a silent skip.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import dataclasses
+import importlib
+from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from torch import nn
 
@@ -14,17 +23,48 @@ from irstdlab.models.config import ModelConfig
 
 Builder = Callable[[ModelConfig], nn.Module]
 
-_MODELS: dict[str, tuple[Builder, str]] = {}
+
+@dataclass(frozen=True)
+class ModelEntry:
+    builder: Builder
+    description: str = ""
+    defaults: Mapping[str, Any] = field(default_factory=dict)
 
 
-def register(name: str, description: str = "") -> Callable[[Builder], Builder]:
+_MODELS: dict[str, ModelEntry] = {}
+
+
+class DetectorImportError(ImportError):
+    """A module listed as registering detectors could not be imported."""
+
+
+def register(name: str, description: str = "", defaults: Mapping[str, Any] | None = None) -> Callable[[Builder], Builder]:
+    """Register ``fn`` as the builder of ``name``; ``defaults`` override ModelConfig's for this detector."""
+    chosen = dict(defaults or {})
+    # A typo here would silently fall back to the FCOS default, so check the names and values
+    # once at import: every key must be a ModelConfig field and the set must validate.
+    fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    unknown = sorted(set(chosen) - fields)
+    if unknown:
+        raise ValueError(f"register({name!r}): defaults name unknown ModelConfig fields {unknown}")
+    ModelConfig(**{**chosen, "name": name})
+
     def decorator(fn: Builder) -> Builder:
-        if name in _MODELS and _MODELS[name][0] is not fn:
+        if name in _MODELS and _MODELS[name].builder is not fn:
             raise ValueError(f"model {name!r} is already registered")
-        _MODELS[name] = (fn, description)
+        _MODELS[name] = ModelEntry(fn, description, chosen)
         return fn
 
     return decorator
+
+
+def load_detectors(modules: Iterable[str]) -> None:
+    """Import each module (registering its detectors); a failure names the module."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:
+            raise DetectorImportError(f"irstdlab.models: detector module {module} failed to import: {exc!r}") from exc
 
 
 def list_models() -> list[str]:
@@ -34,7 +74,13 @@ def list_models() -> list[str]:
 def describe(name: str) -> str:
     """The one-line description a model was registered with."""
     _check_name(name)
-    return _MODELS[name][1]
+    return _MODELS[name].description
+
+
+def model_defaults(name: str) -> dict[str, Any]:
+    """The detector's registered defaults; empty for a name nobody registered."""
+    entry = _MODELS.get(name)
+    return dict(entry.defaults) if entry else {}
 
 
 def _check_name(name: str) -> None:
@@ -47,7 +93,10 @@ def build(cfg: ModelConfig | dict[str, Any]) -> nn.Module:
     if not isinstance(cfg, ModelConfig):
         cfg = ModelConfig.from_dict(cfg)
     _check_name(cfg.name)
-    return _MODELS[cfg.name][0](cfg)
+    return _MODELS[cfg.name].builder(cfg)
 
 
-__all__ = ["build", "describe", "list_models", "register"]
+__all__ = [
+    "DetectorImportError", "ModelEntry", "build", "describe", "list_models", "load_detectors", "model_defaults",
+    "register",
+]

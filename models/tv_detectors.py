@@ -10,7 +10,7 @@ torchvision ships them, adapted to this project's interface and to 2-9 px target
   (backbone, pretrained, frozen_bn, norm_eval, frozen_stages, stem_pool, deep_stem, p2,
   num_levels, fpn_channels, extra_levels_from, input_norm, in_channel_mode, ...) works here, and
   the input normalisation lives inside the model like in our other detectors. RetinaNet's
-  default takes P6/P7 from C5 (``MODEL_DEFAULTS``; mmdet's ``add_extra_convs='on_input'``): with
+  default takes P6/P7 from C5 (its registered defaults; mmdet's ``add_extra_convs='on_input'``): with
   one class that is exactly Table II's 36.33 M parameters at R50.
 * **Single grey channel, no resize, no re-normalisation.** ``model.transform`` is a
   ``GeneralizedRCNNTransform`` whose ``resize`` returns its inputs unchanged (our data pipeline
@@ -50,7 +50,7 @@ torchvision ships them, adapted to this project's interface and to 2-9 px target
   ``cfg.prior_prob``. The towers' width is the FPN width (``cfg.head_width`` does not apply), and
   focal alpha/gamma, box loss and our assignment knobs (center_sampling, regress_ranges) do not
   apply: torchvision fixes them (FCOS: GIoU, radius 1.5, always centre sampling).
-* **Faster R-CNN**: FPN levels from ``MODEL_DEFAULTS["faster_rcnn"] = {"p2": True,
+* **Faster R-CNN**: FPN levels from its registered defaults ``{"p2": True,
   "num_levels": 4}``: P2-P6, where our P6 is a stride-2 3x3 conv on P5 (+0.59 M parameters)
   rather than torchvision's parameter-free max-pool. RPN: torchvision's ``RPNHead`` (one 3x3
   conv), 2000/2000 proposals before/after NMS in training, ``cfg.nms_pre``/1000 in test.
@@ -91,7 +91,8 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from functools import partial
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -136,8 +137,8 @@ class FPNFeatures(nn.Module):
         self.preprocess = preprocess
         self.body = body
         self.fpn = fpn
-        self.out_channels = fpn.out_channels
-        self.strides = list(fpn.strides)
+        self.out_channels: int = fpn.out_channels
+        self.strides: list[int] = list(fpn.strides)
         self.names = [str(i) for i in range(len(self.strides))]
 
     def forward(self, images: Tensor) -> "OrderedDict[str, Tensor]":
@@ -170,9 +171,10 @@ class ExactAnchorGenerator(AnchorGenerator):
         return torch.stack([-ws, -hs, ws, hs], dim=1) / 2
 
 
-def anchor_generator(cfg: ModelConfig, multipliers: tuple[float, ...], ratios: tuple[float, ...]) -> ExactAnchorGenerator:
+def anchor_generator(strides: Sequence[int], anchor_scale: float, multipliers: tuple[float, ...],
+                     ratios: tuple[float, ...]) -> ExactAnchorGenerator:
     """One size tuple per level: anchor_scale x stride x each multiplier; the same ratios everywhere."""
-    sizes = tuple(tuple(cfg.anchor_scale * s * m for m in multipliers) for s in cfg.level_strides())
+    sizes = tuple(tuple(anchor_scale * s * m for m in multipliers) for s in strides)
     return ExactAnchorGenerator(sizes, (tuple(ratios),) * len(sizes))
 
 
@@ -279,82 +281,113 @@ def _features(cfg: ModelConfig) -> FPNFeatures:
     return FPNFeatures(*build_parts(cfg))
 
 
+def _inference(cfg: ModelConfig) -> dict[str, Any]:
+    """Our inference knobs under torchvision's single-stage names."""
+    return {"score_thresh": cfg.score_thr, "nms_thresh": cfg.nms_thr, "detections_per_img": cfg.max_per_img,
+            "topk_candidates": cfg.nms_pre}
+
+
+_Detector = TypeVar("_Detector", bound=nn.Module)
+
 # only feed the GeneralizedRCNNTransform torchvision builds; ``_finish`` replaces it
 TRANSFORM_ARGS: dict[str, Any] = dict(min_size=0, max_size=0, image_mean=[0.0], image_std=[1.0])
 
 
-def _finish(model: nn.Module) -> nn.Module:
+def _finish(model: _Detector) -> _Detector:
     model.transform = NoResizeTransform(size_divisible=32)
     return model
 
 
-@register("retinanet", "torchvision RetinaNet (focal loss, 9 anchors/location) on our trunk + FPN, anchors sized for tiny targets")
-def build_retinanet(cfg: ModelConfig) -> TVRetinaNet:
-    backbone = _features(cfg)
-    anchors = anchor_generator(cfg, RETINA_MULTIPLIERS, THREE_RATIOS)
+# -------------------------------------------------- detectors from explicit arguments, as torchvision's
+def retinanet(backbone: FPNFeatures, *, anchor_scale: float = 1.0, prior_prob: float = 0.01, score_thresh: float = 0.05,
+              nms_thresh: float = 0.5, detections_per_img: int = 100, topk_candidates: int = 1000) -> TVRetinaNet:
+    anchors = anchor_generator(backbone.strides, anchor_scale, RETINA_MULTIPLIERS, THREE_RATIOS)
     head = RetinaNetHead(backbone.out_channels, anchors.num_anchors_per_location()[0], num_classes=1)
-    _set_prior(head.classification_head.cls_logits, cfg.prior_prob)
-    model = TVRetinaNet(
-        backbone, num_classes=1, anchor_generator=anchors, head=head, score_thresh=cfg.score_thr,
-        nms_thresh=cfg.nms_thr, detections_per_img=cfg.max_per_img, topk_candidates=cfg.nms_pre, **TRANSFORM_ARGS,
-    )
-    return _finish(model)
+    _set_prior(head.classification_head.cls_logits, prior_prob)
+    return _finish(TVRetinaNet(
+        backbone, num_classes=1, anchor_generator=anchors, head=head, score_thresh=score_thresh, nms_thresh=nms_thresh,
+        detections_per_img=detections_per_img, topk_candidates=topk_candidates, **TRANSFORM_ARGS,
+    ))
 
 
-@register("fcos_tv", "torchvision FCOS (GIoU, centre sampling) on our trunk + FPN; the anchor side (= stride) sets its scale ranges")
-def build_fcos_tv(cfg: ModelConfig) -> TVFCOS:
-    backbone = _features(cfg)
+def fcos_tv(backbone: FPNFeatures, *, anchor_scale: float = 1.0, depth: int = 4, norm_groups: int = 32,
+            prior_prob: float = 0.01, score_thresh: float = 0.05, nms_thresh: float = 0.5,
+            detections_per_img: int = 100, topk_candidates: int = 1000) -> TVFCOS:
     channels = backbone.out_channels
-    if channels % cfg.norm_groups:
-        raise ValueError(f"model.norm_groups: fpn_channels {channels} is not divisible by norm_groups {cfg.norm_groups}")
-    anchors = anchor_generator(cfg, (1.0,), (1.0,))
-    norm = partial(nn.GroupNorm, cfg.norm_groups)
+    if channels % norm_groups:
+        raise ValueError(f"model.norm_groups: fpn_channels {channels} is not divisible by norm_groups {norm_groups}")
+    anchors = anchor_generator(backbone.strides, anchor_scale, (1.0,), (1.0,))
+    norm = partial(nn.GroupNorm, norm_groups)
     head = FCOSHead(channels, 1, 1, num_convs=0)  # its sub-heads are replaced: GroupNorm(32) may not fit
-    head.classification_head = FCOSClassificationHead(channels, 1, 1, cfg.head_depth, cfg.prior_prob, norm_layer=norm)
-    head.regression_head = FCOSRegressionHead(channels, 1, cfg.head_depth, norm_layer=norm)
-    model = TVFCOS(
-        backbone, num_classes=1, anchor_generator=anchors, head=head, score_thresh=cfg.score_thr,
-        nms_thresh=cfg.nms_thr, detections_per_img=cfg.max_per_img, topk_candidates=cfg.nms_pre, **TRANSFORM_ARGS,
-    )
-    return _finish(model)
+    head.classification_head = FCOSClassificationHead(channels, 1, 1, depth, prior_prob, norm_layer=norm)
+    head.regression_head = FCOSRegressionHead(channels, 1, depth, norm_layer=norm)
+    return _finish(TVFCOS(
+        backbone, num_classes=1, anchor_generator=anchors, head=head, score_thresh=score_thresh, nms_thresh=nms_thresh,
+        detections_per_img=detections_per_img, topk_candidates=topk_candidates, **TRANSFORM_ARGS,
+    ))
 
 
-@register("ssd", "torchvision SSD matching, hard-negative-mined loss and SSDHead on our trunk + FPN (not VGG-SSD300)")
-def build_ssd(cfg: ModelConfig) -> TVSSD:
-    backbone = _features(cfg)
-    anchors = anchor_generator(cfg, SSD_MULTIPLIERS, THREE_RATIOS)
+def ssd(backbone: FPNFeatures, *, anchor_scale: float = 1.0, score_thresh: float = 0.05, nms_thresh: float = 0.5,
+        detections_per_img: int = 100, topk_candidates: int = 1000) -> TVSSD:
+    anchors = anchor_generator(backbone.strides, anchor_scale, SSD_MULTIPLIERS, THREE_RATIOS)
     levels = len(backbone.strides)
     head = SSDHead([backbone.out_channels] * levels, anchors.num_anchors_per_location(), num_classes=2)
-    model = TVSSD(
-        backbone, anchors, size=(512, 512), num_classes=2, head=head, score_thresh=cfg.score_thr,
-        nms_thresh=cfg.nms_thr, detections_per_img=cfg.max_per_img, topk_candidates=cfg.nms_pre,
+    return _finish(TVSSD(
+        backbone, anchors, size=(512, 512), num_classes=2, head=head, score_thresh=score_thresh, nms_thresh=nms_thresh,
+        detections_per_img=detections_per_img, topk_candidates=topk_candidates,
         image_mean=[0.0], image_std=[1.0],  # size/mean/std only feed the transform _finish replaces
-    )
-    return _finish(model)
+    ))
 
 
-@register("faster_rcnn", "torchvision Faster R-CNN (RPN + RoIAlign + 2-FC box head at 256) on our trunk + FPN (P2-P6)")
-def build_faster_rcnn(cfg: ModelConfig) -> TVFasterRCNN:
-    backbone = _features(cfg)
+def faster_rcnn(backbone: FPNFeatures, *, anchor_scale: float = 1.0, rpn_pre_nms_top_n_test: int = 1000,
+                box_score_thresh: float = 0.05, box_nms_thresh: float = 0.5,
+                box_detections_per_img: int = 100) -> TVFasterRCNN:
     channels = backbone.out_channels
-    anchors = anchor_generator(cfg, RETINA_MULTIPLIERS, THREE_RATIOS)
+    anchors = anchor_generator(backbone.strides, anchor_scale, RETINA_MULTIPLIERS, THREE_RATIOS)
     rpn_head = RPNHead(channels, anchors.num_anchors_per_location()[0])
     roi_pool = MultiScaleRoIAlign(backbone.names, output_size=7, sampling_ratio=2)
     box_head = TwoMLPHead(channels * 7 * 7, FASTER_RCNN_REPRESENTATION)
     predictor = FastRCNNPredictor(FASTER_RCNN_REPRESENTATION, 2)
     model = TVFasterRCNN(
         backbone, num_classes=None, rpn_anchor_generator=anchors, rpn_head=rpn_head,
-        rpn_pre_nms_top_n_test=cfg.nms_pre, rpn_post_nms_top_n_test=RPN_POST_NMS_TEST,
-        box_roi_pool=roi_pool, box_head=box_head, box_predictor=predictor,
-        box_score_thresh=cfg.score_thr, box_nms_thresh=cfg.nms_thr, box_detections_per_img=cfg.max_per_img,
-        **TRANSFORM_ARGS,
+        rpn_pre_nms_top_n_test=rpn_pre_nms_top_n_test, rpn_post_nms_top_n_test=RPN_POST_NMS_TEST,
+        box_roi_pool=roi_pool, box_head=box_head, box_predictor=predictor, box_score_thresh=box_score_thresh,
+        box_nms_thresh=box_nms_thresh, box_detections_per_img=box_detections_per_img, **TRANSFORM_ARGS,
     )
     float32_outputs(model.rpn.head)  # proposals are decoded inside the RPN's forward
     float32_outputs(model.roi_heads.box_predictor)
     return _finish(model)
 
 
+# -------------------------------------------------- registered builders: the config, read once
+# mmdet RetinaNet's P6/P7 on C5 (add_extra_convs='on_input'): Table II's 36.33 M at R50
+@register("retinanet", "torchvision RetinaNet (focal loss, 9 anchors/location) on our trunk + FPN, anchors sized for tiny targets",
+          defaults={"extra_levels_from": "c5"})
+def build_retinanet(cfg: ModelConfig) -> TVRetinaNet:
+    return retinanet(_features(cfg), anchor_scale=cfg.anchor_scale, prior_prob=cfg.prior_prob, **_inference(cfg))
+
+
+@register("fcos_tv", "torchvision FCOS (GIoU, centre sampling) on our trunk + FPN; the anchor side (= stride) sets its scale ranges")
+def build_fcos_tv(cfg: ModelConfig) -> TVFCOS:
+    return fcos_tv(_features(cfg), anchor_scale=cfg.anchor_scale, depth=cfg.head_depth, norm_groups=cfg.norm_groups,
+                   prior_prob=cfg.prior_prob, **_inference(cfg))
+
+
+@register("ssd", "torchvision SSD matching, hard-negative-mined loss and SSDHead on our trunk + FPN (not VGG-SSD300)")
+def build_ssd(cfg: ModelConfig) -> TVSSD:
+    return ssd(_features(cfg), anchor_scale=cfg.anchor_scale, **_inference(cfg))
+
+
+# torchvision's P2-P6 pyramid
+@register("faster_rcnn", "torchvision Faster R-CNN (RPN + RoIAlign + 2-FC box head at 256) on our trunk + FPN (P2-P6)",
+          defaults={"p2": True, "num_levels": 4})
+def build_faster_rcnn(cfg: ModelConfig) -> TVFasterRCNN:
+    return faster_rcnn(_features(cfg), anchor_scale=cfg.anchor_scale, rpn_pre_nms_top_n_test=cfg.nms_pre,
+                       box_score_thresh=cfg.score_thr, box_nms_thresh=cfg.nms_thr, box_detections_per_img=cfg.max_per_img)
+
+
 __all__ = [
     "ExactAnchorGenerator", "FPNFeatures", "NoResizeTransform", "TVFCOS", "TVFasterRCNN", "TVRetinaNet", "TVSSD",
     "anchor_generator", "build_faster_rcnn", "build_fcos_tv", "build_retinanet", "build_ssd", "clean_targets",
+    "faster_rcnn", "fcos_tv", "retinanet", "ssd",
 ]

@@ -287,7 +287,7 @@ def test_aligned_iou_matches_torchvision():
 # ---------------------------------------------------------------------- inference
 def test_postprocess_thresholds_cls_before_centerness():
     cfg = ModelConfig(num_levels=1, score_thr=0.05, nms_thr=0.5)
-    head = FCOSHead(cfg, in_channels=8, strides=[8])
+    head = FCOSHead(8, [8], cfg.level_regress_ranges(), score_thr=cfg.score_thr, nms_thr=cfg.nms_thr)
 
     def logit(p):
         return math.log(p / (1 - p))
