@@ -32,13 +32,15 @@ from irstdlab.leaderboards.errors import LeaderboardError
 from irstdlab.leaderboards.study_frame import ParamSpec, average_seeds, build_study, subspaces, varying
 
 FULL = 1.0 - 1e-9
+TOP_QUANTILE = 0.1  # PED-ANOVA's target quantile (Optuna's default): the "good" configurations
+SMALL_FOR_PED_ANOVA = 30  # below this the good set is a couple of configurations
 
 
 def evaluators() -> dict[str, Any]:
     """Name -> Optuna evaluator, fANOVA only where scikit-learn is installed."""
     from optuna.importance import FanovaImportanceEvaluator, PedAnovaImportanceEvaluator
 
-    out: dict[str, Any] = {"ped_anova": PedAnovaImportanceEvaluator()}
+    out: dict[str, Any] = {"ped_anova": PedAnovaImportanceEvaluator(target_quantile=TOP_QUANTILE)}
     if importlib.util.find_spec("sklearn") is not None:
         out["fanova"] = FanovaImportanceEvaluator(seed=0)
     return out
@@ -137,20 +139,23 @@ def _section(protocol: str, dataset: str, fidelity: str, sub: Any, direction: st
         # e.g. PED-ANOVA on a handful of configurations: its top quantile is then every configuration
         notes += [f"{name}: {w.message}" for w in caught if not issubclass(w.category, DeprecationWarning)]
         sec.importances[name] = {k: float(v) if math.isfinite(v) else 0.0 for k, v in got.items()}
+    if "ped_anova" in sec.importances and len(values) < SMALL_FOR_PED_ANOVA:
+        notes.append(f"ped_anova contrasts the best {TOP_QUANTILE:.0%} with all {len(values)} configurations: "
+                     f"with so few, read the ranking as rough")
     sec.note = "; ".join(dict.fromkeys(notes)) or None
     return sec
 
 
 def format_report(rep: Report) -> str:
     """Ranked tables, one per section, with what each section holds."""
-    lines = [f"importance of the searched parameters for {rep.metric.split('.', 1)[-1]} "
-             f"(Optuna {', '.join(rep.evaluators)}; seeds averaged per configuration)",
+    lines = [(f"importance of the searched parameters for {rep.metric.split('.', 1)[-1]} "
+             f"(Optuna {', '.join(rep.evaluators)}; seeds averaged per configuration)"),
              f"distributions: {rep.distributions}"]
     if "fanova" not in rep.evaluators:
         lines.append("(fANOVA needs scikit-learn, which is not installed: PED-ANOVA only)")
     for s in rep.sections:
-        lines += ["", f"== protocol={s.protocol}  dataset={s.dataset}  {s.subspace}  fidelity {s.fidelity}: "
-                      f"{s.configs} configurations from {s.rows} rows =="]
+        lines += ["", (f"== protocol={s.protocol}  dataset={s.dataset}  {s.subspace}  fidelity {s.fidelity}: "
+                      f"{s.configs} configurations from {s.rows} rows ==")]
         if s.subspace != "all configurations":
             lines.append("   (conditional parameters: evaluated only where the condition holds)")
         names = s.ranked()

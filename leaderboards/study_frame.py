@@ -161,7 +161,7 @@ def subspaces(configs: Configs, specs: Sequence[ParamSpec], by_space: bool) -> l
         mask = _active(frame, spec, by_space)
         key = (spec.when,) if by_space and spec.when else ("set", tuple(mask))
         groups.setdefault(key, []).append(spec)
-    for key, members in groups.items():
+    for members in groups.values():
         mask = _active(frame, members[0], by_space)
         if by_space and members[0].when:
             condition = members[0].condition_text()
