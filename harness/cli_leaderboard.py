@@ -1,4 +1,4 @@
-"""`irstdlab leaderboard ...`: show, compare, plot, export, merge, validate, compact.
+"""`irstdlab leaderboard ...`: show, compare, importance, plot, export, merge, validate, compact.
 
 A leaderboard is given as PATH (the directory) or ``--storage DIR`` (its
 ``leaderboard/`` folder; default ``$IRSTDLAB_STORAGE``). Without either, ``./irstdlab-runs/leaderboard``
@@ -19,6 +19,7 @@ from irstdlab.harness.cli_args import NON_NEGATIVE_INT, POSITIVE_INT, float_rang
 from irstdlab.harness.paths import ensure_writable_dir, ensure_writable_file, validate_name
 
 PLOT_KINDS = ("bars", "pareto", "ablation", "pr", "history")
+OPTUNA_KINDS = ("parallel", "contour", "slice", "importance")  # leaderboards/optuna_plots.py
 DEFAULT_LEADERBOARD = "./irstdlab-runs/leaderboard"  # where `search` and `train` write without --storage
 MAX_BOOT = 1_000_000  # resample weights are n_boot x n floats: beyond this a typo exhausts memory
 
@@ -69,8 +70,25 @@ def register(subparsers: Any) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=_compare)
 
-    p = sub.add_parser("plot", help="PNG plots: " + ", ".join(PLOT_KINDS))
-    p.add_argument("kind", choices=PLOT_KINDS)
+    p = sub.add_parser("importance", help="which searched parameter mattered (Optuna PED-ANOVA / fANOVA)",
+                       description="Importance of the searched parameters, seeds averaged per configuration; "
+                                   "conditional parameters within the configurations where they are active; "
+                                   "full-fidelity completed rows, and with --include-partial one extra section "
+                                   "per fidelity level the early-stopped rows reached.")
+    _where(p)
+    p.add_argument("--search", metavar="NAME", help="only the rows of this search (its stored space gives the "
+                                                    "distributions)")
+    p.add_argument("--filter", help="row condition, as for `leaderboard show`")
+    p.add_argument("--protocol", help="only rows of this protocol (reference, clean)")
+    p.add_argument("--dataset", help="only rows of this dataset")
+    p.add_argument("--include-partial", action="store_true",
+                   help="also early-stopped rows, evaluated per fidelity level they reached")
+    p.add_argument("--metric", help="metric, e.g. val/mAP07 (default val/mAP07 or test/mAP07)")
+    p.add_argument("--json", action="store_true", help="one JSON object on the last line")
+    p.set_defaults(handler=_importance, with_paper=False)
+
+    p = sub.add_parser("plot", help="PNG plots: " + ", ".join(PLOT_KINDS + OPTUNA_KINDS))
+    p.add_argument("kind", choices=PLOT_KINDS + OPTUNA_KINDS)
     _selection(p)
     p.add_argument("--out", help="PNG file (default leaderboard-<kind>.png)")
     p.add_argument("--metric", help="metric, e.g. val/mAP07")
@@ -219,6 +237,23 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _importance(args: argparse.Namespace) -> int:
+    from irstdlab.harness.leaderboard_space import param_specs
+    from irstdlab.leaderboards import importance
+
+    if args.search is not None:
+        validate_name(args.search, "--search")
+    df = _frame(args)
+    runs = df[(df["source"] == "run").to_numpy()]
+    specs, by_space, where = param_specs(_open(args).root, runs)
+    report = importance.evaluate(runs, _metric(runs, args.metric, "--metric"), specs, by_space, where)
+    if args.json:
+        print(json.dumps(report.to_dict(), default=str))
+    else:
+        print(importance.format_report(report))
+    return 0
+
+
 def _plot(args: argparse.Namespace) -> int:
     from irstdlab.leaderboards import plots
     from irstdlab.leaderboards.errors import LeaderboardError
@@ -226,7 +261,14 @@ def _plot(args: argparse.Namespace) -> int:
     out = _image_path(args.out or f"leaderboard-{args.kind}.png")
     df = _frame(args, require_rows=not (args.kind == "ablation" and not args.no_paper))
     metric = _metric(df, args.metric, "--metric")
-    if args.kind == "bars":
+    if args.kind in OPTUNA_KINDS:
+        from irstdlab.harness.leaderboard_space import param_specs
+        from irstdlab.leaderboards.optuna_plots import plot_study
+
+        runs = df[(df["source"] == "run").to_numpy()]
+        specs, by_space, _ = param_specs(_open(args).root, runs)
+        plot_study(args.kind, runs, out, metric, specs, by_space)
+    elif args.kind == "bars":
         plots.plot_bars(df, out, metric, args.group_by)
     elif args.kind == "pareto":
         plots.plot_pareto(df, out, metric)
