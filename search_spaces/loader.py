@@ -179,9 +179,10 @@ def parse(text: str, label: str = "<space>", folder: Path | None = None, default
 
 
 def _check_pinned_and_searched(overrides: dict[str, Any], params: tuple[Parameter, ...], err: _Errors) -> None:
-    """A key both fixed in ``overrides`` and searched: the sampled value would silently win."""
+    """A key both fixed in ``overrides`` and searched unconditionally: the sampled value would silently
+    win. A conditional parameter (``when:``) may have a fixed value: it holds where the condition does not."""
     for p in params:
-        if p.path in overrides:
+        if p.path in overrides and not p.when:
             line = err.lines.get(f"overrides/{p.path}")
             raise err(f"parameters/{p.path}", f"also fixed under overrides{f' (line {line})' if line else ''}; "
                                               f"keep it in one place")
