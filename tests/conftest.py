@@ -44,3 +44,16 @@ def _few_torch_threads():
     except ImportError:
         return
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture()
+def one_torch_thread():
+    """One torch thread for the test. On 2 shared cores two intra-op threads contend badly (OpenMP
+    oversubscription stalls); one is several times faster. Use with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

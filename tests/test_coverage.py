@@ -21,13 +21,7 @@ from irstdlab.harness.cli import main
 from irstdlab.harness.config import load_config
 from irstdlab.harness.coverage import coverage_samples, measure_coverage
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
 
 
 def _cfg(preset: str, root, *overrides: str):

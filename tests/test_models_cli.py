@@ -7,17 +7,10 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from irstdlab.harness.cli import main
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
 
 
 def run(capsys, argv: list[str]) -> tuple[int, str, str]:

@@ -16,16 +16,9 @@ from irstdlab.models.fcos_loss import aligned_iou, fcos_losses
 from irstdlab.models.fcos_targets import assign, centerness_target, make_points
 from irstdlab.models.preprocess import CAFFE_MEAN, InputNormalizer
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
+
 LIGHT = dict(backbone="resnet18", fpn_channels=64, head_width=64, head_depth=2, norm_groups=16)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # 2 shared cores: one thread per test process avoids OpenMP oversubscription stalls
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _batch(size: int) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:

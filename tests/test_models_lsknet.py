@@ -12,6 +12,8 @@ from irstdlab.models import ModelConfig, build
 from irstdlab.models.backbones import build_backbone
 from irstdlab.models.lsknet import DropPath, LSKblock, LSKNetBackbone
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
+
 # harness/presets/quickstart.yaml's model section with the LSKNet-T backbone (head_depth 1: speed)
 QUICK = dict(
     backbone="lsknet_t", fpn_channels=64, head_width=64, head_depth=1, norm_groups=16, stem_pool=False,
@@ -19,15 +21,6 @@ QUICK = dict(
     frozen_bn=False, norm_eval=False,
 )
 PARAMS = {"lsknet_t": 3_990_190, "lsknet_s": 13_840_892}  # backbone only, 3 input channels
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # 2 shared cores: one thread per test process avoids OpenMP oversubscription stalls
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _count(module: torch.nn.Module) -> int:

@@ -15,17 +15,11 @@ from irstdlab.harness.noco import noco_map
 from irstdlab.models import ModelConfig, build, list_models
 from irstdlab.models.oscar_targets import assign_level, level_points, noco_targets, pseudo_boxes
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
+
 # light settings for CPU tests (quickstart-like): strides 2 (refine) and 4 (coarse)
 LIGHT = dict(name="oscar", backbone="resnet18", fpn_channels=64, head_depth=1, norm_groups=16, stem_pool=False,
              input_norm="grey", in_channel_mode="stem")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def test_registered_with_the_release_defaults():

@@ -14,6 +14,8 @@ from irstdlab.harness.complexity import count_params, profile
 from irstdlab.models import ModelConfig, build, list_models
 from irstdlab.models.tv_detectors import ExactAnchorGenerator, clean_targets
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
+
 NAMES = ["retinanet", "fcos_tv", "ssd", "faster_rcnn"]
 # quickstart.yaml's model section (without its FCOS-head keys)
 LIGHT = dict(
@@ -27,15 +29,6 @@ LOSS_KEYS = {
     "faster_rcnn": {"loss_cls", "loss_box", "loss_rpn_cls", "loss_rpn_box"},
 }
 LEVELS = {"retinanet": 2, "fcos_tv": 1, "ssd": 2, "faster_rcnn": 1}  # P2 + 1 or 2 levels from P3 up
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # 2 shared cores: one thread per test process avoids OpenMP oversubscription stalls
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _synthetic_batch(n: int = 2, size=(128, 160), seed: int = 0):

@@ -16,20 +16,14 @@ from irstdlab.harness.trial import load_selected_model, resolve_amp, run_trial
 from irstdlab.models import build
 from irstdlab.models.precision import to_float32
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
+
 DETECTORS = ["fcos", "bafenet", "oscar", "retinanet", "fcos_tv", "ssd", "faster_rcnn"]
 TINY_MODEL = dict(backbone="resnet18", fpn_channels=32, head_width=32, head_depth=1, norm_groups=8, num_levels=2,
                   frozen_bn=False, norm_eval=False, input_norm="grey", in_channel_mode="stem", score_thr=0.0)
 # a wide strip: x coordinates in (256, 512), where the bf16 grid is 2 px apart
 HEIGHT, WIDTH = 64, 512
 BF16 = torch.bfloat16
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def on_bf16_grid(x: torch.Tensor) -> torch.Tensor:

@@ -13,19 +13,11 @@ import torch
 
 from irstdlab.harness.cli import main
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
+
 # score_thr 0 keeps every top-100 box, so the metrics are non-zero even after a few iterations
 TINY = ["--set", "data.synthetic_images=[8, 4, 4]", "--set", "data.batch_size=4", "--set", "data.eval_batch_size=4",
         "--set", "train.max_iters_per_epoch=2", "--set", "schedule.epochs=2", "--set", "model.score_thr=0.0"]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 
 
 def run_cli(args, capsys):

@@ -14,21 +14,14 @@ from irstdlab.harness.evaluate import to_original
 from irstdlab.harness.reporting import CHECKPOINT_FILE, LocalReporter
 from irstdlab.harness.trial import TrialDiverged, run_trial
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
+
 # A few iterations of the quickstart model on a handful of synthetic images, with DAdaptAdam so
 # that its adapted state (d, moments) goes through checkpoint and resume.
 TINY = ["data.synthetic_images=[8, 4, 4]", "data.batch_size=4", "data.eval_batch_size=4",
         "train.max_iters_per_epoch=2", "schedule.epochs=2", "optim.name=dadapt_adam", "optim.lr=1.0",
         "schedule.warmup=constant", "schedule.warmup_iters=3", "schedule.warmup_factor=0.5", "schedule.policy=step", "schedule.milestones=[1]"]
 TIMING = ("train/time_s", "images_per_s")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # On a shared 2-core machine two intra-op threads contend badly; one is several times faster.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def comparable(history):
