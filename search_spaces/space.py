@@ -76,8 +76,9 @@ class Budget:
     grace_period: int = 1  # ASHA: epochs before the first cut
     reduction_factor: int = 2
     # ASHA does not stop a trial when every value compared at its rung lies within this distance
-    # of the others (metric units): such a cut would be decided by noise.
-    tie_tolerance: float = 0.01
+    # of the others: such a cut would be decided by noise. In the objective's own units, so it is
+    # off unless a space sets it (0.01 suits mAP; it would swallow every difference of, say, a lr).
+    tie_tolerance: float = 0.0
     # ASHA judges a trial at a rung only once this many earlier trials (of its group) reached it
     # (Optuna's pruners call it n_startup_trials): a cut against one or two values is a coin toss.
     min_compared: int = 1
