@@ -33,7 +33,10 @@ def default_metrics(df: pd.DataFrame) -> list[str]:
         return col in df.columns and pd.to_numeric(df[col], errors="coerce").notna().any()
 
     for split in ("test", "val"):
-        cols = [f"metric.{split}/{m}" for m in PAPER_METRICS if has(f"metric.{split}/{m}")]
+        cols = []
+        for m in PAPER_METRICS:  # a run's recall column is "recall", the paper rows' "recall07"
+            names = [f"metric.{split}/{m}"] + ([f"metric.{split}/recall"] if m == "recall07" else [])
+            cols += [n for n in names if has(n)][:1]
         if cols:
             return cols
     return [c for c in query.metric_columns(df) if c.startswith("metric.") and has(c)][:3]
