@@ -57,6 +57,20 @@ def journal_of(storage: str, name: str | None) -> tuple[str, Path]:
     return searches[0], root / searches[0] / JOURNAL_FILE
 
 
+def _check_port_free(port: int) -> None:
+    """A taken port is one line naming it (bottle would print its start-up banner first)."""
+    import socket
+
+    from irstdlab.harness.errors import ConfigError
+
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does: TIME_WAIT is free
+        try:
+            probe.bind((HOST, port))
+        except OSError:
+            raise ConfigError(f"--port {port}: {HOST}:{port} is already in use; choose another --port") from None
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         import optuna_dashboard
@@ -67,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
     from optuna.storages.journal import JournalFileBackend
 
     name, journal = journal_of(args.storage, args.name)
+    _check_port_free(args.port)
     storage = JournalStorage(JournalFileBackend(str(journal)))
     print(f"optuna-dashboard for search {name}: http://{HOST}:{args.port}/   ({journal}; Ctrl-C stops it)",
           flush=True)

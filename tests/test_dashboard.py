@@ -198,3 +198,14 @@ def test_name_is_required_when_storage_holds_several_searches(searched: Path, tm
     assert done.stderr.strip().splitlines() == [f"irstdlab: error: --storage {storage}: give NAME (searches: alpha, beta)"]
     done = cli("dashboard", "gamma", "--storage", str(storage), cwd=tmp_path, timeout=60)
     assert done.returncode == 2 and "gamma" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_taken_port_is_one_line(searched: Path, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = cli("dashboard", "--storage", str(searched), "--port", str(port), cwd=tmp_path, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [f"irstdlab: error: --port {port}: 127.0.0.1:{port} is already in use; "
+                                                "choose another --port"]
