@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "irstdlab.harness.cli_search",
     "irstdlab.harness.cli_reproduce",
     "irstdlab.harness.cli_leaderboard",
+    "irstdlab.harness.cli_dashboard",
 )
 
 

@@ -2,7 +2,8 @@
 
 * :class:`LeaderboardCallback`: a ``ray.tune.Callback`` that turns every trial that ends
   (completed, stopped by ASHA, failed, interrupted) into one leaderboard row, keyed by
-  ``(search, trial_id)`` so a resumed trial replaces its row. It also mirrors the trial into an
+  ``(search, trial_id)`` so a resumed trial replaces its row. It also mirrors the trial, live
+  (start, every epoch, end; harness/journal.py), into an
   Optuna journal file (``<search dir>/optuna-journal.log``) that ``optuna.load_study`` and
   optuna-dashboard open. The mirror is ours, not the searcher's storage: Ray restores the
   searcher's in-memory study from its own pickle, which keeps seeded suggestions identical
@@ -29,6 +30,7 @@ from typing import Any
 from ray.tune import Callback
 from ray.tune.schedulers import ASHAScheduler
 
+from irstdlab.harness.journal import JournalMirror, open_journal_study
 from irstdlab.harness.search_trainable import FAILURE_KEY, split_config
 from irstdlab.search_spaces.loader import SearchSpace
 
@@ -70,6 +72,7 @@ class LeaderboardCallback(Callback):
         self.journal_path = journal_path
         self.study_name = study_name
         self.written: dict[str, str] = {}  # trial_id -> status written this session
+        self.journal = JournalMirror(journal_path, study_name, space)
 
     # ------------------------------------------------------------------ Tune hooks
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -159,51 +162,15 @@ class LeaderboardCallback(Callback):
             return
         self.written[trial.trial_id] = status
         if status in FINAL_STATUSES:
-            self.mirror_to_journal(trial, status, row)
+            self.journal.finish(trial.trial_id, *split_config(trial.config), status, trial.last_result or {},
+                                {k: row[k] for k in ("epochs_completed", "config_hash")})
 
-    # ------------------------------------------------------------------ Optuna journal
-    def mirror_to_journal(self, trial: Any, status: str, row: dict[str, Any]) -> None:
-        import optuna
+    # ------------------------------------------------------------------ Optuna journal (harness/journal.py)
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.journal.start(trial.trial_id, *split_config(trial.config))
 
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        try:
-            study = open_journal_study(self.journal_path, self.study_name, self.space)
-            if any(t.user_attrs.get("trial_id") == trial.trial_id for t in study.get_trials(deepcopy=False)):
-                return  # already mirrored (a resumed search re-reporting a finished trial)
-            params, _ = split_config(trial.config)
-            result = trial.last_result or {}
-            values = [_finite(result.get(o.metric)) for o in self.space.objectives]
-            state = optuna.trial.TrialState.COMPLETE
-            if status == "failed" or any(v is None for v in values):
-                state, values = optuna.trial.TrialState.FAIL, None
-            elif status == "early_stopped":
-                state, values = optuna.trial.TrialState.PRUNED, None
-            last = row["metrics"].get(self.space.metric)
-            intermediate = {row["epochs_completed"]: last} if last is not None and row["epochs_completed"] else {}
-            dists = {p.path: p.distribution() for p in self.space.parameters if p.path in params}
-            frozen = optuna.trial.create_trial(
-                state=state, values=values, params={k: params[k] for k in dists}, distributions=dists,
-                user_attrs={"trial_id": trial.trial_id, "status": status, "seed": row["seed"],
-                            "epochs_completed": row["epochs_completed"], "config_hash": row["config_hash"]},
-                intermediate_values=intermediate,
-            )
-            study.add_trial(frozen)
-        except Exception as exc:
-            print(f"irstdlab: warning: Optuna journal not updated for trial {trial.trial_id}: {exc}",
-                  file=sys.stderr, flush=True)
-
-
-def open_journal_study(path: str, study_name: str, space: SearchSpace) -> Any:
-    import optuna
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-
-    from irstdlab.harness.search_state import drop_cut_off_record
-
-    drop_cut_off_record(Path(path))  # a record cut off by a kill would swallow the next one
-    storage = JournalStorage(JournalFileBackend(path))
-    directions = ["maximize" if o.mode == "max" else "minimize" for o in space.objectives]
-    return optuna.create_study(storage=storage, study_name=study_name, directions=directions, load_if_exists=True)
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        self.journal.report(trial.trial_id, *split_config(trial.config), result)
 
 
 def _error_reason(trial: Any) -> str:

@@ -1,0 +1,93 @@
+"""`irstdlab dashboard [NAME]`: optuna-dashboard over a search's live Optuna journal.
+
+The journal (``<storage>/<NAME>/optuna-journal.log``) is written by the search's driver while it
+runs (harness/journal.py), so the dashboard shows trials as they start, their per-epoch values and
+how they end. optuna-dashboard is an optional extra (``irstdlab[dashboard]``) and is imported only
+here. The server listens on 127.0.0.1 only: it has no authentication, and it can write notes into
+the study; reach it from another machine through an SSH tunnel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from irstdlab.harness.cli_args import int_range
+from irstdlab.harness.paths import validate_name
+
+HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+MISSING_EXTRA = 'irstdlab dashboard needs optuna-dashboard: pip install "irstdlab[dashboard]"'
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "dashboard", help="optuna-dashboard over a search's live Optuna journal (on 127.0.0.1)",
+        description="Serve optuna-dashboard on 127.0.0.1 over STORAGE/NAME/optuna-journal.log until Ctrl-C.")
+    p.add_argument("name", nargs="?", metavar="NAME",
+                   help="search name (default: the only search under --storage)")
+    p.add_argument("--storage", default=os.environ.get("IRSTDLAB_STORAGE") or "./irstdlab-runs",
+                   help="results root of the search (default $IRSTDLAB_STORAGE, else ./irstdlab-runs)")
+    p.add_argument("--port", type=int_range(1, 65535), default=DEFAULT_PORT,
+                   help=f"port on 127.0.0.1 (default {DEFAULT_PORT})")
+    p.set_defaults(handler=run)
+
+
+def journal_of(storage: str, name: str | None) -> tuple[str, Path]:
+    """(search name, its journal path); NAME may be left out when the storage holds one search."""
+    from irstdlab.harness.errors import ConfigError
+    from irstdlab.harness.search import JOURNAL_FILE
+
+    root = Path(storage)
+    if not root.is_dir():
+        raise ConfigError(f"--storage {storage}: no such directory")
+    if name is not None:
+        validate_name(name, "NAME")
+        journal = root / name / JOURNAL_FILE
+        if not journal.is_file():
+            raise ConfigError(f"{journal}: no Optuna journal (has search {name!r} started a trial yet?)")
+        return name, journal
+    searches = sorted(d.name for d in root.iterdir() if (d / JOURNAL_FILE).is_file())
+    if len(searches) != 1:
+        found = f"searches: {', '.join(searches)}" if searches else "no search has an Optuna journal there yet"
+        raise ConfigError(f"--storage {storage}: give NAME ({found})")
+    return searches[0], root / searches[0] / JOURNAL_FILE
+
+
+def _check_port_free(port: int) -> None:
+    """A taken port is one line naming it (bottle would print its start-up banner first)."""
+    import socket
+
+    from irstdlab.harness.errors import ConfigError
+
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does: TIME_WAIT is free
+        try:
+            probe.bind((HOST, port))
+        except OSError:
+            raise ConfigError(f"--port {port}: {HOST}:{port} is already in use; choose another --port") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        import optuna_dashboard
+    except ImportError:
+        print(MISSING_EXTRA, file=sys.stderr)
+        return 2
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    name, journal = journal_of(args.storage, args.name)
+    _check_port_free(args.port)
+    storage = JournalStorage(JournalFileBackend(str(journal)))
+    print(f"optuna-dashboard for search {name}: http://{HOST}:{args.port}/   ({journal}; Ctrl-C stops it)",
+          flush=True)
+    optuna_dashboard.run_server(storage, host=HOST, port=args.port)  # returns on Ctrl-C
+    print("dashboard stopped", flush=True)
+    return 0
+
+
+__all__ = ["DEFAULT_PORT", "HOST", "MISSING_EXTRA", "journal_of", "register", "run"]
