@@ -76,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
         print("best full-fidelity trials:")
         print(outcome.top.to_string(index=False))
     print(f"leaderboard:   {outcome.leaderboard_dir}   ({leaderboard_command(args.storage, outcome.name)})")
-    print(f"optuna study:  {outcome.journal}   (study {outcome.study_name}; {dashboard_hint(outcome.journal)})")
+    print(f"optuna study:  {outcome.journal}   (study {outcome.study_name}; "
+          f"{dashboard_hint(args.storage, outcome.name)})")
     print(f"trials:        {outcome.search_dir}   ({tensorboard_hint(outcome.search_dir)}; "
           f"Ray's own log: {Path(outcome.search_dir) / 'ray.log'})")
     if outcome.interrupted:
@@ -94,13 +95,18 @@ def leaderboard_command(storage: str, name: str) -> str:
     return f"irstdlab leaderboard show{where} --search {shlex.quote(name)}"
 
 
-def dashboard_hint(journal: object) -> str:
-    """optuna-dashboard is optional: print its command only where it is installed."""
+def dashboard_hint(storage: str, name: str) -> str:
+    """optuna-dashboard is an optional extra: print the command only where it is installed."""
     import importlib.util
 
+    from irstdlab.harness.search import DEFAULT_STORAGE
+
+    default = os.path.normpath(storage) == os.path.normpath(DEFAULT_STORAGE)
+    where = "" if default else f" --storage {shlex.quote(storage)}"
+    command = f"irstdlab dashboard{where} {shlex.quote(name)}"
     if importlib.util.find_spec("optuna_dashboard") is not None:
-        return f"optuna-dashboard {shlex.quote(str(journal))}"
-    return "optuna-dashboard opens it once installed: pip install optuna-dashboard"
+        return f"live view: {command}"
+    return "live view: pip install 'irstdlab[dashboard]', then " + command
 
 
 def tensorboard_hint(search_dir: object) -> str:
