@@ -210,19 +210,54 @@ class RayTrainReporter(Reporter):
 
 
 class TuneReporter(Reporter):
-    """Directly inside a Ray Tune function trial: one worker, ``ray.tune.report``."""
+    """Directly inside a Ray Tune function trial: one worker, ``ray.tune.report``.
+
+    ``facts_json`` (``rows.TrialFacts``) goes with this session's first report only and with a
+    failure report; ``objective_facts`` (a cost an objective names, e.g. ``gmacs``) goes with every
+    report, because Tune's searcher and scheduler read objectives from results."""
+
+    def __init__(self, facts_json: str | None = None, objective_facts: dict[str, Any] | None = None) -> None:
+        self.facts_json = facts_json
+        self.objective_facts = dict(objective_facts or {})
+        self.facts_sent = False
+        self.last_epoch = 0  # the epoch a failure report names
 
     def restore_dir(self) -> Path | None:
         import ray.tune
 
         checkpoint = ray.tune.get_checkpoint()
-        return _local_copy(checkpoint) if checkpoint is not None else None
+        if checkpoint is None:
+            return None
+        found = _local_copy(checkpoint)
+        from irstdlab.harness.checkpoint import load_checkpoint
+
+        self.last_epoch = int(load_checkpoint(found)["epoch"])
+        return found
+
+    def _payload(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        from irstdlab.harness.rows import FACTS_FIELD
+
+        payload = {**metrics, **self.objective_facts}
+        if self.facts_json is not None and not self.facts_sent:
+            payload[FACTS_FIELD] = self.facts_json
+            self.facts_sent = True
+        return payload
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
         import ray.tune
 
+        self.last_epoch = int(metrics.get("epoch", self.last_epoch))
         checkpoint = ray.tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
-        ray.tune.report(metrics, checkpoint=checkpoint)
+        ray.tune.report(self._payload(metrics), checkpoint=checkpoint)
+
+    def report_failure(self, reason: str) -> None:
+        """The trial's last report: it failed for a reason a retry cannot fix (``rows.FAILURE_FIELD``)."""
+        import ray.tune
+
+        from irstdlab.harness.rows import FAILURE_FIELD
+
+        self.facts_sent = False  # a failure report always carries the facts
+        ray.tune.report(self._payload({"epoch": self.last_epoch, FAILURE_FIELD: reason}))
 
 
 def _local_copy(checkpoint: Any) -> Path:
