@@ -212,14 +212,15 @@ class RayTrainReporter(Reporter):
 class TuneReporter(Reporter):
     """Directly inside a Ray Tune function trial: one worker, ``ray.tune.report``.
 
-    ``facts_json`` (``rows.TrialFacts``) goes with this session's first report only and with a
-    failure report; ``objective_facts`` (a cost an objective names, e.g. ``gmacs``) goes with every
-    report, because Tune's searcher and scheduler read objectives from results."""
+    ``record`` (the trial's facts and spec as JSON, ``rows.FACTS_FIELD``/``rows.SPEC_FIELD``) goes
+    with this session's first report only and with a failure report; ``objective_facts`` (a cost an
+    objective names, e.g. ``gmacs``) goes with every report, because Tune's searcher and scheduler
+    read objectives from results."""
 
-    def __init__(self, facts_json: str | None = None, objective_facts: dict[str, Any] | None = None) -> None:
-        self.facts_json = facts_json
+    def __init__(self, record: dict[str, str] | None = None, objective_facts: dict[str, Any] | None = None) -> None:
+        self.record = dict(record or {})
         self.objective_facts = dict(objective_facts or {})
-        self.facts_sent = False
+        self.record_sent = False
         self.last_epoch = 0  # the epoch a failure report names
 
     def restore_dir(self) -> Path | None:
@@ -235,12 +236,10 @@ class TuneReporter(Reporter):
         return found
 
     def _payload(self, metrics: dict[str, Any]) -> dict[str, Any]:
-        from irstdlab.harness.rows import FACTS_FIELD
-
         payload = {**metrics, **self.objective_facts}
-        if self.facts_json is not None and not self.facts_sent:
-            payload[FACTS_FIELD] = self.facts_json
-            self.facts_sent = True
+        if not self.record_sent:
+            payload.update(self.record)
+            self.record_sent = True
         return payload
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
@@ -256,7 +255,7 @@ class TuneReporter(Reporter):
 
         from irstdlab.harness.rows import FAILURE_FIELD
 
-        self.facts_sent = False  # a failure report always carries the facts
+        self.record_sent = False  # a failure report always carries the record
         ray.tune.report(self._payload({"epoch": self.last_epoch, FAILURE_FIELD: reason}))
 
 

@@ -8,6 +8,8 @@ What a trial reports, and where the row takes it from:
 * :data:`FACTS_FIELD`: the trial's :class:`TrialFacts` (model cost, hardware, backend, seed,
   versions) as JSON, in the first report of every trainable session and in a failure report; the
   driver keeps them beside the trial, so a metrics dict does not carry them every epoch;
+* :data:`SPEC_FIELD`: the trial's ``trial_spec.TrialSpec`` (sampled point, seed, resolved config) as
+  JSON, sent with the facts: the driver builds the row from the config the trial ran;
 * :data:`FAILURE_FIELD`: present only in a failed trial's last report, with the one-line reason.
   A trial ends this way when retrying cannot help (its loss diverged); Tune then sees a normal end
   and the row records ``failed`` with the reason.
@@ -23,10 +25,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from irstdlab.harness.config import TrialConfig
+from irstdlab.harness.trial_spec import TrialSpec
 from irstdlab.search_spaces.space import SearchSpace
 
 FACTS_FIELD = "trial_facts"  # JSON of TrialFacts; see the module docstring
+SPEC_FIELD = "trial_spec"  # JSON of TrialSpec, beside the facts
 FAILURE_FIELD = "trial_failure"  # a failed trial's one-line reason, in its last report only
 FINAL_STATUSES = ("completed", "early_stopped", "failed")
 COST_METRICS = ("gmacs", "params_m")  # facts that an objective may name (e.g. minimise gmacs)
@@ -92,14 +95,15 @@ def describe_decision(record: Mapping[str, Any], metric: str) -> str:
     return f"{verb} at rung epoch {record['rung']}: {metric} {record['value']:.4f} vs {cut}"
 
 
-def build_row(*, search: str, trial_id: str, space: SearchSpace, params: Mapping[str, Any], seed: int,
-              cfg: TrialConfig, facts: TrialFacts | None, result: Mapping[str, Any], status: str,
-              reason: str | None = None, decisions: Sequence[Mapping[str, Any]] = (),
-              checkpoint: str | None = None) -> dict[str, Any]:
+def build_row(*, search: str, trial_id: str, space: SearchSpace, spec: TrialSpec, facts: TrialFacts | None,
+              result: Mapping[str, Any], status: str, reason: str | None = None,
+              decisions: Sequence[Mapping[str, Any]] = (), checkpoint: str | None = None) -> dict[str, Any]:
     """The leaderboard row of one trial that ended with ``status``.
 
-    ``params``/``seed`` are the sampled point, ``cfg`` its resolved config, ``result`` the last
-    report, ``decisions`` the scheduler's rung records for this trial (``asha.rung_decisions``)."""
+    ``spec`` is the trial as resolved (sampled point, seed, config), ``facts`` what was measured
+    once, ``result`` its last report, ``decisions`` the scheduler's rung records for this trial
+    (``asha.rung_decisions``)."""
+    cfg, params, seed = spec.config, spec.params, spec.seed
     done = int(result.get("epoch") or 0)
     metrics = {k: finite(v) for k, v in result.items()
                if k.startswith(("val/", "test/", "train/")) and finite(v) is not None}
@@ -135,5 +139,5 @@ def build_row(*, search: str, trial_id: str, space: SearchSpace, params: Mapping
     }
 
 
-__all__ = ["COST_METRICS", "FACTS_FIELD", "FAILURE_FIELD", "FINAL_STATUSES", "TrialFacts", "build_row",
+__all__ = ["COST_METRICS", "FACTS_FIELD", "FAILURE_FIELD", "FINAL_STATUSES", "SPEC_FIELD", "TrialFacts", "build_row",
            "describe_decision", "end_status", "failure_of", "finite"]

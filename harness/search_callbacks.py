@@ -7,9 +7,10 @@ searcher's in-memory study from its own pickle, which keeps seeded suggestions i
 across interruptions (notes E3); a journal shared with that study would diverge from it.
 
 The row itself is data (``harness/rows.py``); this module only gathers its inputs from Tune's
-``Trial`` and writes it. A trial's facts (cost, hardware, backend, versions) arrive once, in its
-first report; the callback keeps them in ``<search dir>/trial_facts/<trial_id>.json`` so a resumed
-search still has them for trials that do not report again. The fair ASHA scheduler is in
+``Trial`` and writes it. A trial's spec (its resolved config) and facts (cost, hardware, backend,
+versions) arrive once, in its first report; the callback keeps them in
+``<search dir>/trial_records/<trial_id>.json`` so a resumed search still has them for trials that
+do not report again. The fair ASHA scheduler is in
 ``harness/asha.py``.
 
 Only the driver runs this: there is one leaderboard writer per search.
@@ -17,6 +18,7 @@ Only the driver runs this: there is one leaderboard writer per search.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -25,8 +27,9 @@ from typing import Any
 from ray.tune import Callback
 
 from irstdlab.harness.asha import rung_decisions
-from irstdlab.harness.rows import (FACTS_FIELD, FINAL_STATUSES, TrialFacts, build_row, end_status, failure_of,
-                                   finite)
+from irstdlab.harness.rows import (FACTS_FIELD, FINAL_STATUSES, SPEC_FIELD, TrialFacts, build_row, end_status,
+                                   failure_of, finite)
+from irstdlab.harness.trial_spec import TrialSpec, resolve_trial
 from irstdlab.harness.search_trainable import split_config
 from irstdlab.search_spaces.loader import SearchSpace
 
@@ -43,15 +46,15 @@ class LeaderboardCallback(Callback):
         self.journal_path = journal_path
         self.study_name = study_name
         self.written: dict[str, str] = {}  # trial_id -> status written this session
-        self.facts_dir = Path(journal_path).parent / "trial_facts"
+        self.records_dir = Path(journal_path).parent / "trial_records"
 
     # ------------------------------------------------------------------ Tune hooks
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        if result.get(FACTS_FIELD):  # a trainable session's first report (or its failure report)
-            path = self.facts_dir / f"{trial.trial_id}.json"
+        if result.get(FACTS_FIELD) and result.get(SPEC_FIELD):  # a session's first report (or a failure)
+            path = self.records_dir / f"{trial.trial_id}.json"
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_text(str(result[FACTS_FIELD]))
+            tmp.write_text(json.dumps({"facts": result[FACTS_FIELD], "spec": result[SPEC_FIELD]}))
             os.replace(tmp, path)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -83,21 +86,25 @@ class LeaderboardCallback(Callback):
                 if s in FINAL_STATUSES}
 
     # ------------------------------------------------------------------ rows
-    def facts(self, trial_id: str) -> TrialFacts | None:
+    def record(self, trial: Any) -> tuple[TrialSpec, TrialFacts | None]:
+        """The trial's spec and facts as it reported them; a trial that never reported (it failed
+        while starting) is resolved here, from the space's base data, and has no facts."""
         try:
-            return TrialFacts.from_json((self.facts_dir / f"{trial_id}.json").read_text())
-        except (OSError, ValueError, TypeError):
-            return None  # the trial never reported (it failed while starting)
+            saved = json.loads((self.records_dir / f"{trial.trial_id}.json").read_text())
+            return TrialSpec.from_json(saved["spec"]), TrialFacts.from_json(saved["facts"])
+        except (OSError, ValueError, TypeError, KeyError):
+            params, seed = split_config(trial.config)
+            return resolve_trial(self.space, params, seed), None
 
     def row(self, trial: Any, status: str, reason: str | None = None) -> dict[str, Any]:
         result = dict(trial.last_result or {})
-        params, seed = split_config(trial.config)
+        spec, facts = self.record(trial)
         checkpoint = result.get("checkpoint_path")
         if checkpoint is None and getattr(trial, "checkpoint", None) is not None:
             checkpoint = trial.checkpoint.path
-        return build_row(search=self.search, trial_id=trial.trial_id, space=self.space, params=params, seed=seed,
-                         cfg=self.space.trial_config(params, seed), facts=self.facts(trial.trial_id), result=result,
-                         status=status, reason=reason, decisions=rung_decisions(self.asha_state_path, trial.trial_id),
+        return build_row(search=self.search, trial_id=trial.trial_id, space=self.space, spec=spec, facts=facts,
+                         result=result, status=status, reason=reason,
+                         decisions=rung_decisions(self.asha_state_path, trial.trial_id),
                          checkpoint=None if checkpoint is None else str(checkpoint))
 
     def write(self, trial: Any, status: str, reason: str | None = None) -> None:

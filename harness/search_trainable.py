@@ -9,8 +9,9 @@ Two backends run the same loop (``harness.trial.run_trial``):
   storage, so a restarted trial finds its own checkpoints and continues (notes §1.1, E4);
   metrics reach Tune through ``TuneReportCallback`` (rank 0's).
 
-``auto`` picks ``train`` only when a trial needs more than one worker. The trial's facts
-(``rows.TrialFacts``: model cost, hardware, backend, seed, versions) go with its first report; a
+``auto`` picks ``train`` only when a trial needs more than one worker. The trial is resolved once
+(``trial_spec.resolve_trial``); its spec and facts (``rows.TrialFacts``: model cost, hardware,
+backend, seed, versions) go with its first report; a
 cost that an objective names (``gmacs``, ``params_m``) goes with every report, as Tune reads
 objectives from results.
 
@@ -29,7 +30,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from irstdlab.harness.reporting import TuneReporter
-from irstdlab.harness.rows import COST_METRICS, FACTS_FIELD, FAILURE_FIELD, TrialFacts
+from irstdlab.harness.rows import COST_METRICS, FACTS_FIELD, FAILURE_FIELD, SPEC_FIELD, TrialFacts
+from irstdlab.harness.trial_spec import resolve_trial
 from irstdlab.search_spaces.loader import SEED_INDEX_KEY, SearchSpace
 
 
@@ -120,21 +122,23 @@ def search_trial(config: dict[str, Any], ctx: SearchContext) -> None:
     quiet_worker_logs()
 
     params, seed = split_config(config)
-    cfg = ctx.space.trial_config(params, seed)
+    spec = resolve_trial(ctx.space, params, seed)
+    cfg = spec.config
     facts = trial_facts(cfg, ctx.resources.resolved_backend(), seed)
+    record = {FACTS_FIELD: facts.to_json(), SPEC_FIELD: spec.to_json()}
     if ctx.resources.resolved_backend() == "train":
-        _run_nested(cfg, ctx, facts)
+        _run_nested(cfg, ctx, record, objective_facts(ctx.space, facts))
         return
     from irstdlab.harness.trial import TrialDiverged, run_trial
 
-    reporter = TuneReporter(facts.to_json(), objective_facts(ctx.space, facts))
+    reporter = TuneReporter(record, objective_facts(ctx.space, facts))
     try:
         run_trial(cfg, reporter)
     except TrialDiverged as exc:
         reporter.report_failure(str(exc))
 
 
-def _run_nested(cfg: Any, ctx: SearchContext, facts: TrialFacts) -> None:
+def _run_nested(cfg: Any, ctx: SearchContext, record: dict[str, str], every: dict[str, Any]) -> None:
     """Driver of a nested ``TorchTrainer``: DDP over the trial's workers, stable run name."""
     import ray.train
     import ray.tune
@@ -142,17 +146,15 @@ def _run_nested(cfg: Any, ctx: SearchContext, facts: TrialFacts) -> None:
 
     from irstdlab.harness.ray_runtime import build_trainer, worker_failure
 
-    every = objective_facts(ctx.space, facts)
-
     class FactsReportCallback(TuneReportCallback):
-        """Rank 0's report to Tune, with the facts on the first one and objective costs on all."""
+        """Rank 0's report to Tune, with the trial's record on the first one and objective costs on all."""
 
         sent = False
 
         def after_report(self, run_context, metrics, checkpoint):
             first = {**metrics[0], **every}
             if not self.sent:
-                first[FACTS_FIELD] = facts.to_json()
+                first.update(record)
                 self.sent = True
             super().after_report(run_context, [first] + list(metrics[1:]), checkpoint)
 
@@ -170,7 +172,7 @@ def _run_nested(cfg: Any, ctx: SearchContext, facts: TrialFacts) -> None:
         if failure is None or not failure.diverged:
             raise
         # a diverged loss is final: the trial ends with its reason instead of being retried
-        ray.tune.report({**every, "epoch": 0, FACTS_FIELD: facts.to_json(), FAILURE_FIELD: failure.message})
+        ray.tune.report({**every, **record, "epoch": 0, FAILURE_FIELD: failure.message})
 
 
 def train_storage(storage: str, search: str) -> str:

@@ -1,14 +1,18 @@
 """A search trial's leaderboard row is a pure function of data: built here without Ray from a real
-search space, its real TrialConfig and a result dict shaped as the trainable reports it, then
-validated by appending it to a real Parquet leaderboard and reading it back."""
+search space, the trial's resolved spec (a real TrialConfig) and a result dict shaped as the
+trainable reports it, then validated by appending it to a real Parquet leaderboard and reading it
+back. The spec is resolved once from the space's base data and travels as JSON."""
 
 from __future__ import annotations
 
 import math
+import pickle
 
 import pytest
 
 from irstdlab.harness.rows import (FACTS_FIELD, FAILURE_FIELD, TrialFacts, build_row, end_status, failure_of)
+from irstdlab.harness.errors import ConfigError
+from irstdlab.harness.trial_spec import TrialSpec, resolve_trial
 from irstdlab.leaderboards import open as open_leaderboard
 from irstdlab.search_spaces.loader import parse
 
@@ -40,10 +44,12 @@ def space():
     return parse(SPACE, "rows.yaml")
 
 
+PARAMS = {"optim.lr": 0.001, "augment.bagcp": "none"}
+
+
 def row_for(space, result: dict, status: str, facts: TrialFacts | None = FACTS, **kw) -> dict:
-    params = {"optim.lr": 0.001, "augment.bagcp": "none"}
-    return build_row(search="rows", trial_id="abc_00001", space=space, params=params, seed=1,
-                     cfg=space.trial_config(params, 1), facts=facts, result=result, status=status, **kw)
+    return build_row(search="rows", trial_id="abc_00001", space=space, spec=resolve_trial(space, PARAMS, 1),
+                     facts=facts, result=result, status=status, **kw)
 
 
 def stored(tmp_path, row: dict) -> dict:
@@ -58,7 +64,7 @@ def test_completed_row_round_trips_through_the_leaderboard(space, tmp_path):
     result = last_report(4, **{"test/mAP07": 0.375, "val/mNoCoAP": math.nan})
     assert end_status(result, space.budget.max_epochs) == "completed"
     out = stored(tmp_path, row_for(space, result, "completed", checkpoint="/runs/ckpt"))
-    cfg = space.trial_config({"optim.lr": 0.001, "augment.bagcp": "none"}, 1)
+    cfg = resolve_trial(space, PARAMS, 1).config
     assert out["status"] == "completed" and out["failure_reason"] is None
     assert out["config_hash"] == cfg.config_hash and out["space_hash"] == space.space_hash
     assert out["epochs_completed"] == 4 and out["max_epochs"] == 4 and out["best_epoch"] == 4
@@ -110,3 +116,30 @@ def test_facts_travel_as_json_once():
     assert FACTS_FIELD not in last_report(1)  # an epoch's metrics do not carry the facts
     older = TrialFacts.from_json('{"backend": "train", "hardware": "h", "seed": 0, "retired_field": 1}')
     assert older.backend == "train" and older.gmacs is None and FACTS.cost("gmacs") == 1.25
+
+
+def test_the_spec_travels_as_json_with_its_config_hash(space):
+    spec = resolve_trial(space, PARAMS, 2)
+    back = TrialSpec.from_json(spec.to_json())
+    assert back.config == spec.config and back.config_hash == spec.config_hash
+    assert (back.params, back.seed, back.config.train.seed) == (PARAMS, 2, 2)
+    assert back.config.schedule.epochs == space.budget.max_epochs
+    assert resolve_trial(space, PARAMS, 3).config_hash != spec.config_hash
+
+
+def test_the_base_file_is_read_once_at_planning(tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text("model: {name: fcos, backbone: resnet18}\ndata: {batch_size: 4}\n")
+    space = parse(f"base: {base}\nparameters:\n  optim.lr: {{loguniform: [1.0e-4, 1.0e-2]}}\n", "s.yaml")
+    base.unlink()  # a worker on another node has no such file
+    travelled = pickle.loads(pickle.dumps(space))
+    spec = resolve_trial(travelled, {"optim.lr": 0.002}, 0)
+    assert spec.config.data.batch_size == 4 and spec.config.optim.lr == 0.002
+
+
+def test_config_errors_carry_their_key_as_data():
+    with pytest.raises(ConfigError) as info:
+        parse("parameters:\n  optim.lrr: {loguniform: [1.0e-4, 1.0e-2]}\n", "s.yaml")
+    assert info.value.key == "parameters/optim.lrr" and "optim.lrr" in str(info.value)
+    again = pickle.loads(pickle.dumps(info.value))  # as Ray carries it from a worker
+    assert again.key == info.value.key and str(again) == str(info.value)
