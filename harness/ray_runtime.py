@@ -155,7 +155,9 @@ def fit(cfg: TrialConfig, *, storage: str | Path, name: str, workers: int = 1, g
         result = trainer.fit()
     except Exception as exc:  # TrainingFailedError wraps the worker's exception text
         failure = worker_failure(exc)
-        raise (failure.as_user_error() if failure else exc) from exc
+        if failure is None:
+            raise
+        raise failure.as_user_error() from exc
     if result.error is not None:
         failure = worker_failure(result.error)
         raise failure.as_user_error() if failure else result.error
