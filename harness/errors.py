@@ -8,7 +8,19 @@ class UserError(Exception):
 
 
 class ConfigError(UserError, ValueError):
-    """A configuration value, key or file is invalid. The message names the key (and file)."""
+    """A configuration value, key or file is invalid. The message names the key (and file); ``key``
+    carries the dotted key as data where the raiser knows it (None otherwise)."""
+
+    def __init__(self, message: str = "", *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+    def __reduce__(self):  # keep ``key`` when the error crosses a process (Ray pickles it)
+        return _config_error, (str(self), self.key)
+
+
+def _config_error(message: str, key: str | None) -> ConfigError:
+    return ConfigError(message, key=key)
 
 
 def user_error_types() -> tuple[type[BaseException], ...]:

@@ -1,5 +1,9 @@
 """Ray plumbing for training: an embedded local Ray on loopback, and one trial as a Ray Train run.
 
+The one place a trial's ``TorchTrainer`` is built (:func:`build_trainer`) and a worker's failure
+is read back (:func:`worker_failure`), for ``irstdlab train`` (:func:`fit`) and for a search trial
+on the ``train`` backend (``search_trainable``) alike.
+
 Import this module only when Ray is needed (it imports Ray at the top; ``irstdlab --help``
 must stay fast). Ray 2.60 specifics (RAY_TUNE_OPTUNA_NOTES §1): Train V2 is the default; a
 run resumes automatically when ``(storage_path, name)`` is reused; the driver-side
@@ -60,7 +64,7 @@ def check_loopback() -> None:
             raise RuntimeError(f"Ray node bound to {node.get('NodeManagerAddress')!r}, expected {LOOPBACK}")
 
 
-class ProgressCallback(UserCallback):
+class TrainProgressCallback(UserCallback):
     """Driver side (Train controller): rank 0's metrics -> progress.jsonl, TensorBoard, a console line."""
 
     def __init__(self, run_dir: str) -> None:
@@ -86,52 +90,80 @@ class TrainRunResult:
 _USER_ERROR = re.compile(r"(TrialDiverged|ConfigError|DatasetError|UserError): (.+)")
 
 
-def fit(cfg: TrialConfig, *, storage: str | Path, name: str, workers: int = 1, gpus_per_worker: float = 0.0,
-        cpus_per_worker: float = 1.0) -> TrainRunResult:
-    """Run one trial as a Ray Train ``TorchTrainer`` (gloo on CPU, NCCL on GPU) and wait for it."""
+@dataclass(frozen=True)
+class WorkerFailure:
+    """A worker's own one-line error (bad config, bad data, a diverged loss), read from Ray's
+    wrapper exception, whose text ends with the worker's traceback."""
+
+    kind: str  # the worker's exception class
+    message: str
+
+    @property
+    def diverged(self) -> bool:
+        """A diverged loss: final, a retry would diverge again."""
+        return self.kind == "TrialDiverged"
+
+    def as_user_error(self) -> UserError:
+        return UserError(f"trial failed: {self.message}" if self.diverged else self.message)
+
+
+def worker_failure(exc: BaseException) -> WorkerFailure | None:
+    """The worker's user error inside ``exc`` (the last one named), or None for anything else."""
+    for text in (str(exc), repr(exc)):
+        matches = _USER_ERROR.findall(text)
+        if matches:
+            kind, message = matches[-1]
+            return WorkerFailure(kind, message.strip().split("\\n")[0][:500])
+    return None
+
+
+def build_trainer(cfg: TrialConfig, *, storage: str, name: str, workers: int, cpus_per_worker: float,
+                  gpus_per_worker: float, callbacks: list[Any], max_failures: int) -> Any:
+    """One trial as a ``TorchTrainer``: DDP over ``workers`` (gloo on CPU, NCCL on GPU), the config
+    as canonical JSON, the newest two checkpoints kept (each holds the selected weights too).
+    ``(storage, name)`` names the run: reusing it resumes the run from its last checkpoint."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from irstdlab.harness.trial import per_worker_batch, train_worker
+    from irstdlab.harness.trial import train_worker
+
+    resources = {"CPU": cpus_per_worker, **({"GPU": gpus_per_worker} if gpus_per_worker else {})}
+    return TorchTrainer(
+        train_worker,
+        train_loop_config={"config_json": cfg.canonical_json()},
+        torch_config=TorchConfig(backend="nccl" if gpus_per_worker else "gloo"),
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=bool(gpus_per_worker), resources_per_worker=resources),
+        run_config=RunConfig(name=name, storage_path=storage, callbacks=callbacks,
+                             checkpoint_config=CheckpointConfig(num_to_keep=2),
+                             failure_config=FailureConfig(max_failures=max_failures)),
+    )
+
+
+def fit(cfg: TrialConfig, *, storage: str | Path, name: str, workers: int = 1, gpus_per_worker: float = 0.0,
+        cpus_per_worker: float = 1.0) -> TrainRunResult:
+    """``irstdlab train`` on Ray: run one trial and wait for it. A failure is not retried (the user
+    is watching, and ``irstdlab train`` again resumes from the last checkpoint)."""
+    from irstdlab.harness.trial import per_worker_batch
 
     per_worker_batch(cfg.data.batch_size, workers)  # a global batch that does not divide fails before any worker starts
     storage = Path(storage).resolve()
     run_dir = storage / name
-    resources = {"CPU": cpus_per_worker}
-    if gpus_per_worker:
-        resources["GPU"] = gpus_per_worker
-    trainer = TorchTrainer(
-        train_worker,
-        train_loop_config={"config_json": cfg.canonical_json()},
-        torch_config=TorchConfig(backend="nccl" if gpus_per_worker else "gloo"),
-        scaling_config=ScalingConfig(num_workers=workers, use_gpu=bool(gpus_per_worker),
-                                     resources_per_worker=resources),
-        run_config=RunConfig(
-            name=name,
-            storage_path=str(storage),
-            # every checkpoint holds the selected (best) weights too, so the newest two suffice
-            checkpoint_config=CheckpointConfig(num_to_keep=2),
-            failure_config=FailureConfig(max_failures=0),
-            callbacks=[ProgressCallback(str(run_dir))],
-        ),
-    )
+    trainer = build_trainer(cfg, storage=str(storage), name=name, workers=workers, cpus_per_worker=cpus_per_worker,
+                            gpus_per_worker=gpus_per_worker, callbacks=[TrainProgressCallback(str(run_dir))],
+                            max_failures=0)
     try:
         result = trainer.fit()
     except Exception as exc:  # TrainingFailedError wraps the worker's exception text
-        raise _as_user_error(exc) from exc
+        failure = worker_failure(exc)
+        if failure is None:
+            raise
+        raise failure.as_user_error() from exc
     if result.error is not None:
-        raise _as_user_error(result.error)
+        failure = worker_failure(result.error)
+        raise failure.as_user_error() if failure else result.error
     checkpoint = result.checkpoint.path if result.checkpoint is not None else None
     return TrainRunResult(dict(result.metrics or {}), checkpoint, str(run_dir))
 
 
-def _as_user_error(exc: BaseException) -> BaseException:
-    """A worker's one-line failure (divergence, bad config, bad data) as a one-line error."""
-    matches = _USER_ERROR.findall(str(exc))
-    if matches:
-        kind, message = matches[-1]
-        return UserError(f"trial failed: {message.strip()}") if kind == "TrialDiverged" else UserError(message.strip())
-    return exc
-
-
-__all__ = ["ProgressCallback", "TrainRunResult", "check_loopback", "fit", "init_local_ray"]
+__all__ = ["TrainProgressCallback", "TrainRunResult", "WorkerFailure", "build_trainer", "check_loopback", "fit",
+           "init_local_ray", "worker_failure"]

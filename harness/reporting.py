@@ -210,19 +210,53 @@ class RayTrainReporter(Reporter):
 
 
 class TuneReporter(Reporter):
-    """Directly inside a Ray Tune function trial: one worker, ``ray.tune.report``."""
+    """Directly inside a Ray Tune function trial: one worker, ``ray.tune.report``.
+
+    ``record`` (the trial's facts and spec as JSON, ``rows.FACTS_FIELD``/``rows.SPEC_FIELD``) goes
+    with this session's first report only and with a failure report; ``objective_facts`` (a cost an
+    objective names, e.g. ``gmacs``) goes with every report, because Tune's searcher and scheduler
+    read objectives from results."""
+
+    def __init__(self, record: dict[str, str] | None = None, objective_facts: dict[str, Any] | None = None) -> None:
+        self.record = dict(record or {})
+        self.objective_facts = dict(objective_facts or {})
+        self.record_sent = False
+        self.last_epoch = 0  # the epoch a failure report names
 
     def restore_dir(self) -> Path | None:
         import ray.tune
 
         checkpoint = ray.tune.get_checkpoint()
-        return _local_copy(checkpoint) if checkpoint is not None else None
+        if checkpoint is None:
+            return None
+        found = _local_copy(checkpoint)
+        from irstdlab.harness.checkpoint import load_checkpoint
+
+        self.last_epoch = int(load_checkpoint(found)["epoch"])
+        return found
+
+    def _payload(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        payload = {**metrics, **self.objective_facts}
+        if not self.record_sent:
+            payload.update(self.record)
+            self.record_sent = True
+        return payload
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
         import ray.tune
 
+        self.last_epoch = int(metrics.get("epoch", self.last_epoch))
         checkpoint = ray.tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
-        ray.tune.report(metrics, checkpoint=checkpoint)
+        ray.tune.report(self._payload(metrics), checkpoint=checkpoint)
+
+    def report_failure(self, reason: str) -> None:
+        """The trial's last report: it failed for a reason a retry cannot fix (``rows.FAILURE_FIELD``)."""
+        import ray.tune
+
+        from irstdlab.harness.rows import FAILURE_FIELD
+
+        self.record_sent = False  # a failure report always carries the record
+        ray.tune.report(self._payload({"epoch": self.last_epoch, FAILURE_FIELD: reason}))
 
 
 def _local_copy(checkpoint: Any) -> Path:

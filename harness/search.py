@@ -123,10 +123,9 @@ def check_models(space: SearchSpace) -> None:
     from irstdlab.harness.config import TrialConfig
     from irstdlab.models import list_models
 
-    TrialConfig.from_dict(space.base_dict()).check_trainable(space.source)
-
+    base = space.base_dict()
     known = list_models()
-    names = {space.base_dict().get("model", {}).get("name", "fcos")}
+    names = {base.get("model", {}).get("name", "fcos")}
     for p in space.parameters:
         if p.path == "model.name":
             names |= set(p.values)
@@ -134,6 +133,7 @@ def check_models(space: SearchSpace) -> None:
     if unknown:
         raise ConfigError(f"{space.source}: model.name: {unknown[0]!r} is not a registered detector "
                           f"(registered: {', '.join(known)})")
+    TrialConfig.from_dict(base).check_trainable(space.source)  # after the names: an unknown detector is named first
 
 
 def study_name(search: str, space: SearchSpace) -> str:

@@ -12,8 +12,9 @@ from typing import Any
 
 from ray.tune import Callback
 
-from irstdlab.harness.search_callbacks import describe_decision, rung_decisions
-from irstdlab.harness.search_trainable import FAILURE_KEY, split_config
+from irstdlab.harness.asha import rung_decisions
+from irstdlab.harness.rows import describe_decision, end_status, failure_of
+from irstdlab.harness.search_trainable import split_config
 
 
 def _short(value: Any) -> str:
@@ -55,7 +56,7 @@ class ProgressCallback(Callback):
         self._line(trial, "started", {})
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        self._line(trial, "failed" if result.get(FAILURE_KEY) else "running", result)
+        self._line(trial, "failed" if failure_of(result) else "running", result)
         self._explain(trial)
 
     def _explain(self, trial: Any) -> None:
@@ -67,10 +68,7 @@ class ProgressCallback(Callback):
         self.explained[trial.trial_id] = len(decisions)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        result = trial.last_result or {}
-        done = int(result.get("epoch") or 0)
-        status = "failed" if result.get(FAILURE_KEY) else "completed" if done >= self.max_epochs else "early_stopped"
-        self._line(trial, status)
+        self._line(trial, end_status(trial.last_result or {}, self.max_epochs))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._line(trial, "failed")

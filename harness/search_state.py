@@ -1,7 +1,7 @@
 """Reading a search's own state files back on ``--resume``, with one line per problem.
 
 ``irstdlab-search.json`` (the plan: space text, hash, budget, resources) and ``asha_state.json``
-(the ASHA rungs) are written by ``harness.search`` and ``search_callbacks.PersistentASHA``. A
+(the ASHA rungs) are written by ``harness.search`` and ``asha.PersistentASHA``. A
 disk that filled up, a copy cut short or a hand edit leaves them truncated or missing keys;
 that must not surface as a ``KeyError`` from deep inside Ray. Every problem is a
 ``ConfigError`` naming the file and saying that this search cannot be resumed.

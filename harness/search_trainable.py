@@ -9,12 +9,14 @@ Two backends run the same loop (``harness.trial.run_trial``):
   storage, so a restarted trial finds its own checkpoints and continues (notes §1.1, E4);
   metrics reach Tune through ``TuneReportCallback`` (rank 0's).
 
-``auto`` picks ``train`` only when a trial needs more than one worker. Every report also carries
-the model's size and cost (``gmacs``, ``params_m``: a possible second objective) and the
-hardware, which the leaderboard callback copies into the row.
+``auto`` picks ``train`` only when a trial needs more than one worker. The trial is resolved once
+(``trial_spec.resolve_trial``); its spec and facts (``rows.TrialFacts``: model cost, hardware,
+backend, seed, versions) go with its first report; a
+cost that an objective names (``gmacs``, ``params_m``) goes with every report, as Tune reads
+objectives from results.
 
 A trial whose loss diverges is not retried (retries would diverge again): the trainable reports
-``failure`` and returns, and the row records it as ``failed`` with the reason.
+``rows.FAILURE_FIELD`` and returns, and the row records it as ``failed`` with the reason.
 """
 
 from __future__ import annotations
@@ -28,9 +30,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from irstdlab.harness.reporting import TuneReporter
+from irstdlab.harness.rows import COST_METRICS, FACTS_FIELD, FAILURE_FIELD, SPEC_FIELD, TrialFacts
+from irstdlab.harness.trial_spec import resolve_trial
 from irstdlab.search_spaces.loader import SEED_INDEX_KEY, SearchSpace
-
-FAILURE_KEY = "failure"  # reported (with the reason) when a trial diverged
 
 
 @dataclass(frozen=True)
@@ -95,91 +97,87 @@ def model_cost(cfg: Any) -> dict[str, float]:
     return {"gmacs": float(report.gmacs), "params_m": report.params / 1e6}
 
 
+def trial_facts(cfg: Any, backend: str, seed: int) -> TrialFacts:
+    """What is true of this trial for its whole life, measured where it runs."""
+    import ray
+    import torch
+
+    from irstdlab.harness.cli import package_version
+
+    cost = model_cost(cfg)
+    return TrialFacts(backend=backend, hardware=hardware(), seed=seed, gmacs=cost["gmacs"], params_m=cost["params_m"],
+                      irstdlab_version=package_version(), torch_version=torch.__version__, ray_version=ray.__version__,
+                      python_version=platform.python_version())
+
+
+def objective_facts(space: SearchSpace, facts: TrialFacts) -> dict[str, Any]:
+    """The facts an objective names (e.g. ``gmacs`` to minimise): these go into every report."""
+    return {o.metric: facts.cost(o.metric) for o in space.objectives if o.metric in COST_METRICS}
+
+
 def search_trial(config: dict[str, Any], ctx: SearchContext) -> None:
     """The Tune function trainable (wrapped with ``tune.with_parameters(search_trial, ctx=...)``)."""
-    import ray.tune
-
     from irstdlab.harness.ray_logs import quiet_worker_logs
 
     quiet_worker_logs()
 
     params, seed = split_config(config)
-    cfg = ctx.space.trial_config(params, seed)
-    extras: dict[str, Any] = {"hardware": hardware(), "backend": ctx.resources.resolved_backend(), "seed": seed}
-    extras.update(model_cost(cfg))
+    spec = resolve_trial(ctx.space, params, seed)
+    cfg = spec.config
+    facts = trial_facts(cfg, ctx.resources.resolved_backend(), seed)
+    record = {FACTS_FIELD: facts.to_json(), SPEC_FIELD: spec.to_json()}
     if ctx.resources.resolved_backend() == "train":
-        _run_nested(cfg, ctx, extras)
+        _run_nested(cfg, ctx, record, objective_facts(ctx.space, facts))
         return
     from irstdlab.harness.trial import TrialDiverged, run_trial
 
-    reporter = ExtrasTuneReporter(extras)
+    reporter = TuneReporter(record, objective_facts(ctx.space, facts))
     try:
         run_trial(cfg, reporter)
     except TrialDiverged as exc:
-        ray.tune.report({**extras, "epoch": reporter.last_epoch, FAILURE_KEY: str(exc)})
+        reporter.report_failure(str(exc))
 
 
-class ExtrasTuneReporter(TuneReporter):
-    """``TuneReporter`` that adds constant columns (cost, hardware, seed) to every report."""
-
-    def __init__(self, extras: dict[str, Any]) -> None:
-        self.extras = dict(extras)
-        self.last_epoch = 0
-
-    def restore_dir(self) -> Any:
-        found = super().restore_dir()
-        if found is not None:  # a resumed trial: remember where it starts for a divergence report
-            from irstdlab.harness.checkpoint import load_checkpoint
-
-            self.last_epoch = int(load_checkpoint(found)["epoch"])
-        return found
-
-    def report(self, metrics: dict[str, Any], checkpoint_dir: Any) -> None:
-        self.last_epoch = int(metrics.get("epoch", self.last_epoch))
-        super().report({**metrics, **self.extras}, checkpoint_dir)
-
-
-def _run_nested(cfg: Any, ctx: SearchContext, extras: dict[str, Any]) -> None:
+def _run_nested(cfg: Any, ctx: SearchContext, record: dict[str, str], every: dict[str, Any]) -> None:
     """Driver of a nested ``TorchTrainer``: DDP over the trial's workers, stable run name."""
     import ray.train
     import ray.tune
-    from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from irstdlab.harness.trial import train_worker
+    from irstdlab.harness.ray_runtime import build_trainer, worker_failure
 
-    class ExtrasReportCallback(TuneReportCallback):
+    class FactsReportCallback(TuneReportCallback):
+        """Rank 0's report to Tune, with the trial's record on the first one and objective costs on all."""
+
+        sent = False
+
         def after_report(self, run_context, metrics, checkpoint):
-            super().after_report(run_context, [{**metrics[0], **extras}] + list(metrics[1:]), checkpoint)
+            first = {**metrics[0], **every}
+            if not self.sent:
+                first.update(record)
+                self.sent = True
+            super().after_report(run_context, [first] + list(metrics[1:]), checkpoint)
 
     res = ctx.resources
-    trial_id = ray.tune.get_context().get_trial_id()
-    trainer = TorchTrainer(
-        train_worker,
-        train_loop_config={"config_json": cfg.canonical_json()},
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=res.workers_per_trial, use_gpu=res.gpus_per_worker > 0,
-            resources_per_worker={"CPU": res.cpus_per_worker,
-                                  **({"GPU": res.gpus_per_worker} if res.gpus_per_worker > 0 else {})}),
-        run_config=ray.train.RunConfig(
-            name=f"train-trial_id={trial_id}",  # stable: a restarted trial resumes its own run
-            storage_path=train_storage(ctx.storage, ctx.search),
-            callbacks=[ExtrasReportCallback()],
-            failure_config=ray.train.FailureConfig(max_failures=1),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
-        ),
-    )
+    trainer = build_trainer(
+        cfg, storage=train_storage(ctx.storage, ctx.search),
+        name=f"train-trial_id={ray.tune.get_context().get_trial_id()}",  # stable: a restarted trial resumes its own run
+        workers=res.workers_per_trial, cpus_per_worker=res.cpus_per_worker, gpus_per_worker=res.gpus_per_worker,
+        callbacks=[FactsReportCallback()],
+        max_failures=1)  # one retry inside the trial (a lost worker); Tune retries the trial itself too
     try:
         trainer.fit()
-    except ray.train.TrainingFailedError as exc:  # a diverged loss is final: do not retry it
-        if "TrialDiverged" not in repr(exc) and "non-finite" not in str(exc):
+    except ray.train.TrainingFailedError as exc:
+        failure = worker_failure(exc)
+        if failure is None or not failure.diverged:
             raise
-        ray.tune.report({**extras, "epoch": 0, FAILURE_KEY: str(exc).strip().splitlines()[-1][:500]})
+        # a diverged loss is final: the trial ends with its reason instead of being retried
+        ray.tune.report({**every, **record, "epoch": 0, FAILURE_FIELD: failure.message})
 
 
 def train_storage(storage: str, search: str) -> str:
     return f"{storage.rstrip('/')}/{search}/train"
 
 
-__all__ = ["FAILURE_KEY", "SearchContext", "TrialResources", "hardware", "model_cost", "search_trial",
-           "split_config", "train_storage"]
+__all__ = ["SearchContext", "TrialResources", "hardware", "model_cost", "objective_facts", "search_trial",
+           "split_config", "train_storage", "trial_facts"]

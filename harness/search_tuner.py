@@ -68,7 +68,8 @@ def build_tuner(space: SearchSpace, opts: SearchOptions, name: str, storage: str
 
     from irstdlab.harness.search import ASHA_FILE, JOURNAL_FILE, study_name  # the search's file layout
 
-    from irstdlab.harness.search_callbacks import LeaderboardCallback, PersistentASHA
+    from irstdlab.harness.asha import PersistentASHA
+    from irstdlab.harness.search_callbacks import LeaderboardCallback
     from irstdlab.harness.search_progress import ProgressCallback
 
     search_dir = Path(storage) / name

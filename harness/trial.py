@@ -4,7 +4,7 @@ checkpoint on the test split at the end.
 
 The same :func:`run_trial` runs in three places; only the :class:`Reporter` differs
 (``harness/reporting.py``): on Ray Train workers (:func:`train_worker`), directly inside a Ray
-Tune trial (:func:`tune_trial`), and without Ray (``irstdlab train --no-ray``, tests).
+Tune trial (``harness/search_trainable.py``), and without Ray (``irstdlab train --no-ray``, tests).
 
 Reproducibility: every epoch starts from RNG states derived from (seed, epoch, rank), the
 sampler is a seeded ``DistributedSampler`` and augmentations draw from (seed, epoch, index), so a
@@ -26,7 +26,6 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from irstdlab.datasets.build import build_datasets, collate_eval
 from irstdlab.datasets.transforms import collate_detection
-from irstdlab.harness import configtree
 from irstdlab.harness.checkpoint import (load_checkpoint, load_weights, restore_training_state, save_checkpoint,
                                          selected_weights, unwrap)
 from irstdlab.harness.config import TrialConfig
@@ -232,31 +231,11 @@ def build_trial_model(cfg: TrialConfig, initial_weights: bool = True):
 
 
 # ---------------------------------------------------------------------------------- entry points
-def config_from_loop_config(loop_config: dict[str, Any]) -> TrialConfig:
-    """``{"config_json": ...}`` or a (possibly dotted-key) TrialConfig mapping -> TrialConfig."""
-    if "config_json" in loop_config:
-        return TrialConfig.from_json(loop_config["config_json"])
-    tree: dict[str, Any] = {}
-    for key, value in loop_config.items():
-        if isinstance(value, dict) and "." not in key:
-            configtree.set_path(tree, [key], configtree.merge(tree.get(key, {}), value))
-        else:
-            configtree.set_path(tree, key.split("."), value)
-    return TrialConfig.from_dict(tree, "trial config")
-
-
 def train_worker(loop_config: dict[str, Any]) -> None:
-    """Ray Train's per-worker function (``TorchTrainer(train_worker, train_loop_config=...)``)."""
+    """Ray Train's per-worker function; ``ray_runtime.build_trainer`` passes ``{"config_json": ...}``."""
     from irstdlab.harness.reporting import RayTrainReporter
 
-    run_trial(config_from_loop_config(loop_config), RayTrainReporter())
-
-
-def tune_trial(config: dict[str, Any]) -> None:
-    """A Ray Tune function trainable running the loop in the trial itself (single worker)."""
-    from irstdlab.harness.reporting import TuneReporter
-
-    run_trial(config_from_loop_config(config), TuneReporter())
+    run_trial(TrialConfig.from_json(loop_config["config_json"]), RayTrainReporter())
 
 
 def load_selected_model(checkpoint: str | Path):
@@ -268,4 +247,4 @@ def load_selected_model(checkpoint: str | Path):
     return model.eval(), cfg, state
 
 
-__all__ = ["TrialDiverged", "load_selected_model", "per_worker_batch", "run_trial", "seed_everything", "train_worker", "tune_trial"]
+__all__ = ["TrialDiverged", "load_selected_model", "per_worker_batch", "run_trial", "seed_everything", "train_worker"]

@@ -117,7 +117,7 @@ class _Errors:
     def __call__(self, key: str, problem: str) -> ConfigError:
         line = self.lines.get(key)
         where = f"{self.label}:{line}" if line else self.label
-        return ConfigError(f"{where}: {key.replace('/', ': ', 1)}: {problem}")
+        return ConfigError(f"{where}: {key.replace('/', ': ', 1)}: {problem}", key=key)
 
 
 def parse(text: str, label: str = "<space>", folder: Path | None = None, default_name: str = "search") -> SearchSpace:

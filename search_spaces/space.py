@@ -40,7 +40,7 @@ class Parameter:
             return list(self.values)
         if self.kind == "int":
             return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
-        raise ConfigError(f"{self.path}: a grid needs 'choice' or 'int' values, not '{self.kind}'")
+        raise ConfigError(f"{self.path}: a grid needs 'choice' or 'int' values, not '{self.kind}'", key=self.path)
 
     def suggest(self, trial: Any) -> Any:
         """Draw this parameter from an ``optuna.Trial``."""
@@ -115,6 +115,9 @@ class SearchSpace:
     searcher_seed: int = 0
     description: str = ""
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    # The base preset/file as read once, at planning (validation calls base_dict): the space
+    # travels to Ray's workers with it, so no node needs the base file at the same path.
+    base_config: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     @property
     def metric(self) -> str:
@@ -160,10 +163,11 @@ class SearchSpace:
 
     def base_dict(self) -> dict[str, Any]:
         """Base config + fixed overrides + the budget's epochs, as a plain nested dict."""
-        from irstdlab.harness.config import load_source
+        if self.base_config is None:
+            from irstdlab.harness.config import load_source
 
-        raw, _ = load_source(self.base)
-        raw = copy.deepcopy(raw)
+            object.__setattr__(self, "base_config", load_source(self.base)[0])  # read once, kept as data
+        raw = copy.deepcopy(self.base_config)
         for path, value in self.overrides.items():
             configtree.set_path(raw, path.split("."), value)
         configtree.set_path(raw, ["schedule", "epochs"], self.budget.max_epochs)

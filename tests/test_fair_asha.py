@@ -10,7 +10,8 @@ import pytest
 
 pytest.importorskip("ray")
 
-from irstdlab.harness.search_callbacks import PersistentASHA, describe_decision, rung_decisions  # noqa: E402
+from irstdlab.harness.asha import PersistentASHA, rung_decisions  # noqa: E402
+from irstdlab.harness.rows import describe_decision  # noqa: E402
 
 
 @dataclass

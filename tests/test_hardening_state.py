@@ -150,7 +150,8 @@ def stored_search(tmp_path) -> tuple[Path, Path]:
     from optuna.distributions import FloatDistribution
 
     from irstdlab.harness.search import ASHA_FILE, JOURNAL_FILE, STATE_FILE, SearchOptions, prepare
-    from irstdlab.harness.search_callbacks import PersistentASHA, open_journal_study
+    from irstdlab.harness.asha import PersistentASHA
+    from irstdlab.harness.search_callbacks import open_journal_study
 
     (tmp_path / "space.yaml").write_text(SPACE)
     storage = tmp_path / "runs"

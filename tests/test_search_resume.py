@@ -19,7 +19,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from irstdlab.harness.search_callbacks import PersistentASHA
+from irstdlab.harness.asha import PersistentASHA
 
 TINY = ["--set", "data.synthetic_images=[48,8,8]", "--num-cpus", "2"]
 LINE = re.compile(r"^(\w+)\s+(\d+)/(\d+)\s+(\S+)\s+(\w+)")  # trial, epoch/max, metric, status

@@ -45,8 +45,8 @@ def test_two_gloo_workers_train_an_epoch_and_report(ray_session, tmp_path, capsy
     summary = json.loads(out.strip().splitlines()[-1])
     metrics = summary["metrics"]
     assert metrics["epoch"] == 1 and metrics["workers"] == 2
-    # 8 training images, batch 2, two ranks: the DistributedSampler gives each rank 2 iterations
-    assert metrics["train/iterations"] == 2
+    # 8 training images, global batch 2 over two ranks (1 per rank): each rank's 4 images are 4 iterations
+    assert metrics["train/iterations"] == 4
     assert {"val/mAP07", "val/mAP12", "val/recall", "test/mAP07", "train/loss_cls"} <= set(metrics)
     assert metrics["test/num_dets"] > 0
     state = torch.load(f"{summary['checkpoint']}/checkpoint.pt", map_location="cpu", weights_only=True)
