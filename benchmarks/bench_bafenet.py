@@ -23,7 +23,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -71,7 +72,7 @@ def bench_exchange(args: argparse.Namespace, device: torch.device) -> dict[str, 
             out[f"{selection}_{name}_ms"] = 1e3 * time_block(step, args.steps, args.repeats, device)
         scorer = ChannelSelector(256, 128, "dynamic").to(device) if selection == "dynamic" else None
         if scorer is not None:
-            out["dynamic_scorer_alone_ms"] = 1e3 * time_block(lambda: (scorer(x1), scorer(x2)), args.steps, args.repeats, device)
+            out["dynamic_scorer_alone_ms"] = 1e3 * time_block(lambda s=scorer: (s(x1), s(x2)), args.steps, args.repeats, device)
     return out
 
 

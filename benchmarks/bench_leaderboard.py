@@ -49,7 +49,7 @@ def synthetic_table(n: int, seed: int = 0) -> pa.Table:
     val = quality + rng.normal(0, 0.01, n)
     status = np.where(rng.random(n) < 0.1, "early_stopped", "completed")
     epochs = np.where(status == "completed", 20, rng.integers(1, 20, n))
-    t0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     start = np.datetime64(t0.replace(tzinfo=None), "us") + (np.arange(n) * 37_000_000).astype("timedelta64[us]")
     cols = {
         "search": np.char.add("search", (cfg % 10).astype(str)),
@@ -140,8 +140,8 @@ def main() -> int:
 
     rows = [
         (f"show --top 20 ({args.rows:,} rows, compacted)", res["show_top20"]["median_s"]),
-        (f"show --top 20 --json", res["show_top20_json"]["median_s"]),
-        (f"compare --group-by model", res["compare_model"]["median_s"]),
+        ("show --top 20 --json", res["show_top20_json"]["median_s"]),
+        ("compare --group-by model", res["compare_model"]["median_s"]),
         (f"compare --group-by config_hash ({args.rows // 5:,} groups)", res["compare_config_hash"]["median_s"]),
         ("show, whole process (python start + imports)", res["show_top20_subprocess_wall_s"]),
         ("compare, whole process", res["compare_subprocess_wall_s"]),
@@ -150,7 +150,7 @@ def main() -> int:
         (f"read {args.row_files} row files", res["read_file_per_row"]["min_s"]),
         (f"  -> {args.rows:,} row files (extrapolated)", res["read_file_per_row_extrapolated_s"]),
         (f"compact {args.row_files} row files", res["compact_s"]),
-        (f"read them after compact", res["read_after_compact"]["median_s"]),
+        ("read them after compact", res["read_after_compact"]["median_s"]),
     ]
     width = max(len(r[0]) for r in rows)
     print(f"{'measurement'.ljust(width)}  seconds")

@@ -21,7 +21,8 @@ import json
 import platform
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import torch
 

@@ -41,7 +41,7 @@ Where we deliberately differ from the released code (and why):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import cv2
 import numpy as np
@@ -107,7 +107,7 @@ class BagCPConfig:
             raise ValueError("BAG-CP sizes must be >= 1")
 
     @classmethod
-    def table_iii(cls, row: str, recipe: str = "paper", **knobs) -> "BagCPConfig":
+    def table_iii(cls, row: str, recipe: str = "paper", **knobs) -> BagCPConfig:
         """The toggle set of one Table III row, e.g. ``table_iii("f")`` = full BAG-CP."""
         if row not in TABLE_III_ROWS:
             raise ValueError(f"Table III row must be one of {sorted(TABLE_III_ROWS)}, got {row!r}")
@@ -142,7 +142,7 @@ class TargetLibrary:
     _fitted: dict[int, list[np.ndarray]] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def from_samples(cls, samples: Iterable[Sample], max_size: int = 5, limit: int | None = None) -> "TargetLibrary":
+    def from_samples(cls, samples: Iterable[Sample], max_size: int = 5, limit: int | None = None) -> TargetLibrary:
         """Crop every GT box (rounded outward to whole pixels, clipped) and shrink to <= max_size."""
         patches: list[np.ndarray] = []
         for sample in samples:

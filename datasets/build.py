@@ -19,7 +19,8 @@ No networks and no ``irstdlab.harness`` imports here (dependency direction of DE
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
+from collections.abc import Sequence
 
 import numpy as np
 

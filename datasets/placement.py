@@ -112,7 +112,7 @@ class FreeSpace:
             return None
         return self.random_fit(rng, size, size, tries)
 
-    def area(self, x: int, y: int, size: int, max_spacing: int | None = None) -> "ClusterArea":
+    def area(self, x: int, y: int, size: int, max_spacing: int | None = None) -> ClusterArea:
         """A size x size square (a cluster region) to fill with boxes; see ``ClusterArea``."""
         return ClusterArea(self, x, y, size, max_spacing)
 

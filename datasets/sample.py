@@ -43,7 +43,7 @@ class Sample:
     def num_targets(self) -> int:
         return int(self.boxes.shape[0])
 
-    def copy(self, **changes) -> "Sample":
+    def copy(self, **changes) -> Sample:
         """A deep-enough copy: arrays copied so transforms never alias the reader's cache."""
         base = replace(
             self,

@@ -69,7 +69,7 @@ class SyntheticConfig:
     gaussian: GaussianParams = field(default_factory=GaussianParams)
 
     @classmethod
-    def preset(cls, difficulty: str = "medium", **overrides) -> "SyntheticConfig":
+    def preset(cls, difficulty: str = "medium", **overrides) -> SyntheticConfig:
         if difficulty not in PRESETS:
             raise DatasetError(None, f"synthetic difficulty {difficulty!r}: expected one of {DIFFICULTIES}")
         known = {f.name for f in fields(cls)}

@@ -29,7 +29,7 @@ one batch then differ in size; ``collate_detection`` pads them to the batch's la
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import cv2
 import numpy as np

@@ -81,7 +81,7 @@ class PersistentASHA(ASHAScheduler):
         return {"brackets": [self._rungs_json(b) for b in self._brackets],
                 "groups": {g: self._rungs_json(b) for g, b in self._groups.items()},
                 "num_stopped": int(self._num_stopped), "decisions": self.decisions,
-                "written_at": dt.datetime.now(dt.timezone.utc).isoformat()}
+                "written_at": dt.datetime.now(dt.UTC).isoformat()}
 
     def _group_bracket(self, group: str) -> Any:
         if group not in self._groups:

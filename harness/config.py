@@ -14,7 +14,8 @@ import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
+from collections.abc import Sequence
 
 import yaml
 
@@ -82,7 +83,7 @@ class TrialConfig:
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "") -> "TrialConfig":
+    def from_dict(cls, data: dict[str, Any], source: str = "") -> TrialConfig:
         if isinstance(data, dict) and isinstance(data.get("model"), dict):
             data = {**data, "model": with_model_defaults(data["model"])}
         try:
@@ -91,7 +92,7 @@ class TrialConfig:
             raise ConfigError(f"{source}: {exc}" if source else str(exc)) from None
 
     @classmethod
-    def from_json(cls, text: str) -> "TrialConfig":
+    def from_json(cls, text: str) -> TrialConfig:
         return cls.from_dict(json.loads(text))
 
     def to_dict(self) -> dict[str, Any]:

@@ -22,7 +22,8 @@ import os
 import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
+from collections.abc import Sequence
 
 from irstdlab.harness import configtree, yamlfile
 from irstdlab.harness.errors import ConfigError

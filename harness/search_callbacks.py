@@ -30,7 +30,7 @@ from ray.tune import Callback
 from irstdlab.harness.journal import JournalMirror, open_journal_study  # noqa: F401 - re-exported
 from irstdlab.harness.asha import rung_decisions
 from irstdlab.harness.rows import (FACTS_FIELD, FINAL_STATUSES, SPEC_FIELD, TrialFacts, build_row, end_status,
-                                   failure_of, finite)
+                                   failure_of)
 from irstdlab.harness.trial_spec import TrialSpec, resolve_trial
 from irstdlab.harness.search_trainable import split_config
 from irstdlab.search_spaces.loader import SearchSpace

@@ -65,7 +65,7 @@ class CompareBlock:
 EXACT_MAX = 6  # up to 6 values the bootstrap distribution is enumerated exactly (462 resample patterns)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _patterns(n: int) -> tuple[np.ndarray, np.ndarray]:
     """Every distinct bootstrap resample of n values as weights (K x n) and its probability."""
     combos = np.array(list(itertools.combinations_with_replacement(range(n), n)))

@@ -31,7 +31,7 @@ from irstdlab.leaderboards import schema as S
 
 CSV_NAME = "densesirst_paper_tables.csv"
 METRICS = {"mAP07": "test/mAP07", "recall07": "test/recall07", "mAP12": "test/mAP12", "recall12": "test/recall12"}
-PAPER_DATE = dt.datetime(2024, 7, 30, tzinfo=dt.timezone.utc)  # fixed: reference rows never "update"
+PAPER_DATE = dt.datetime(2024, 7, 30, tzinfo=dt.UTC)  # fixed: reference rows never "update"
 _MODEL = {"BAFE-Net": "bafenet", "FCOS": "fcos", "FCOS+BAG-CP variant": "unstated"}  # III names no detector
 _TABLE_IV = {"(a)": (False, "none", "none"), "(b)": (True, "none", "none"),
              "(c)": (True, "channel", "none"), "(d)": (True, "channel", "elementwise")}  # the old scalar MLP

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 KINDS = ("bars", "pareto", "ablation", "pr", "history")
 
 
-def _figure(w: float, h: float, ncols: int = 1) -> tuple["Figure", list]:
+def _figure(w: float, h: float, ncols: int = 1) -> tuple[Figure, list]:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(w, h), layout="constrained")
@@ -28,7 +28,7 @@ def _figure(w: float, h: float, ncols: int = 1) -> tuple["Figure", list]:
     return fig, list(axes)
 
 
-def _save(fig: "Figure", out: str | Path) -> Path:
+def _save(fig: Figure, out: str | Path) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     out = Path(out)

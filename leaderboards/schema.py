@@ -102,12 +102,12 @@ def _timestamp(name: str, v: Any) -> dt.datetime | None:
         except ValueError as exc:
             raise LeaderboardError(name, f"not an ISO timestamp: {v!r}") from exc
     elif _is_real(v):
-        v = dt.datetime.fromtimestamp(float(v), tz=dt.timezone.utc)
+        v = dt.datetime.fromtimestamp(float(v), tz=dt.UTC)
     elif hasattr(v, "to_pydatetime"):  # pandas.Timestamp
         v = v.to_pydatetime()
     if not isinstance(v, dt.datetime):
         raise LeaderboardError(name, f"expected a datetime, ISO string or epoch seconds, got {type(v).__name__}")
-    return v.replace(tzinfo=dt.timezone.utc) if v.tzinfo is None else v.astimezone(dt.timezone.utc)
+    return v.replace(tzinfo=dt.UTC) if v.tzinfo is None else v.astimezone(dt.UTC)
 
 
 def _core_value(name: str, v: Any) -> Any:
@@ -206,7 +206,7 @@ def normalize_row(row: Mapping[str, Any], now: dt.datetime | None = None) -> dic
     if any(c in out["search"] for c in "\n\r\x00"):
         raise LeaderboardError("search", "must not contain control characters")
     out["source"] = out["source"] or "run"
-    out["written_at"] = out["written_at"] or (now or dt.datetime.now(dt.timezone.utc))
+    out["written_at"] = out["written_at"] or (now or dt.datetime.now(dt.UTC))
     done, total = out["epochs_completed"], out["max_epochs"]
     if out["fidelity"] is None:
         if done is not None and total:
@@ -251,7 +251,7 @@ def row_table(row: Mapping[str, Any], now: dt.datetime | None = None) -> pa.Tabl
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def to_pandas(table: pa.Table) -> "Any":
+def to_pandas(table: pa.Table) -> Any:
     """Arrow -> pandas keeping integer columns integer when they hold nulls (nullable Int64)."""
     import pandas as pd
 

@@ -237,7 +237,7 @@ class Leaderboard:
         return ReadResult(table, len(tables), raw, skipped, retyped)
 
     def read(self, filter: str | None = None, include_partial: bool = False,
-             with_paper: bool = False, search: str | None = None) -> "Any":
+             with_paper: bool = False, search: str | None = None) -> Any:
         """The leaderboard as a pandas DataFrame.
 
         ``filter`` is a condition over column names (``param.p > 0.25`` works as

@@ -97,7 +97,7 @@ class ResNetBackbone(nn.Module):
         stages = [self.conv1, self.bn1, self.layer1, self.layer2, self.layer3, self.layer4]
         return stages[: self.frozen_stages + 2] if self.frozen_stages > 0 else stages[:2]
 
-    def train(self, mode: bool = True) -> "ResNetBackbone":
+    def train(self, mode: bool = True) -> ResNetBackbone:
         super().train(mode)
         if mode:  # frozen stages and (with norm_eval) every BN keep their running statistics
             for module in self._frozen_modules():

@@ -95,7 +95,7 @@ class ModelConfig:
         self.validate()
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         """Build from a plain mapping, rejecting unknown keys by name."""
         if not isinstance(data, dict):
             raise ValueError(f"model: expected a mapping of ModelConfig fields, got {type(data).__name__}")
@@ -108,7 +108,7 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def replace(self, **changes: Any) -> "ModelConfig":
+    def replace(self, **changes: Any) -> ModelConfig:
         return ModelConfig.from_dict({**self.to_dict(), **changes})
 
     # ------------------------------------------------------------------ derived geometry

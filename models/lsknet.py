@@ -185,7 +185,7 @@ class LSKNetBackbone(nn.Module):
                     m.requires_grad_(False)
         self.train()
 
-    def train(self, mode: bool = True) -> "LSKNetBackbone":
+    def train(self, mode: bool = True) -> LSKNetBackbone:
         super().train(mode)
         if mode and self.norm_eval:  # every BN keeps its running statistics
             for m in self.modules():

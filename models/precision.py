@@ -17,7 +17,8 @@ The network itself still runs under autocast; only what follows the last conv is
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn

@@ -141,7 +141,7 @@ class FPNFeatures(nn.Module):
         self.strides: list[int] = list(fpn.strides)
         self.names = [str(i) for i in range(len(self.strides))]
 
-    def forward(self, images: Tensor) -> "OrderedDict[str, Tensor]":
+    def forward(self, images: Tensor) -> OrderedDict[str, Tensor]:
         levels = self.fpn(self.body(self.preprocess(images)))
         return OrderedDict(zip(self.names, levels))
 
@@ -162,7 +162,8 @@ class NoResizeTransform(GeneralizedRCNNTransform):
 class ExactAnchorGenerator(AnchorGenerator):
     """torchvision's AnchorGenerator without rounding the cell anchors to whole pixels."""
 
-    def generate_anchors(self, scales, aspect_ratios, dtype=torch.float32, device=torch.device("cpu")) -> Tensor:
+    def generate_anchors(self, scales, aspect_ratios, dtype=torch.float32,
+                         device=torch.device("cpu")) -> Tensor:  # noqa: B008 - torchvision's own signature
         scales = torch.as_tensor(scales, dtype=dtype, device=device)
         ratios = torch.as_tensor(aspect_ratios, dtype=dtype, device=device)
         h_ratios = torch.sqrt(ratios)  # ratio = height / width, as torchvision

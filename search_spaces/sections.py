@@ -7,7 +7,8 @@ carries the file and line of the key.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from irstdlab.harness import trial_metrics
 from irstdlab.harness.errors import ConfigError

@@ -22,10 +22,10 @@ import pytest
 optuna = pytest.importorskip("optuna")
 pytest.importorskip("optuna_dashboard")
 
-from irstdlab.harness.cli_dashboard import MISSING_EXTRA
-from irstdlab.harness.journal import JournalMirror, open_journal_study
-from irstdlab.harness.search import JOURNAL_FILE
-from irstdlab.search_spaces import loader
+from irstdlab.harness.cli_dashboard import MISSING_EXTRA  # noqa: E402 - after importorskip
+from irstdlab.harness.journal import JournalMirror, open_journal_study  # noqa: E402 - after importorskip
+from irstdlab.harness.search import JOURNAL_FILE  # noqa: E402 - after importorskip
+from irstdlab.search_spaces import loader  # noqa: E402 - after importorskip
 
 EPOCHS = 2
 

@@ -21,7 +21,7 @@ from irstdlab.leaderboards.store import concat
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 BASE = np.array([0.20, 0.30, 0.25, 0.35, 0.22])  # per-seed difficulty, shared by both models
-T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
 def frame(rows: list[dict]) -> pd.DataFrame:

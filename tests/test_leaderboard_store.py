@@ -20,7 +20,7 @@ import irstdlab.leaderboards as lb
 from irstdlab.leaderboards import schema as S
 from irstdlab.leaderboards.store import LeaderboardWarning, merge, validate
 
-T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
 def row(trial: str, search: str = "s1", **extra) -> dict:
