@@ -258,7 +258,9 @@ def test_tiny_reproduction_through_ray_ends_with_the_side_by_side_table(tmp_path
     storage = tmp_path / "runs"
     tiny = ["--set", "data.dataset=synthetic", "--set", "data.root=null", "--set", "data.synthetic_images=[4,2,2]",
             "--set", "data.size=128", "--set", "data.repeat=1", "--set", "data.num_workers=0",
-            "--set", "model.fpn_channels=32", "--set", "model.head_width=32", "--set", "model.norm_groups=8"]
+            "--set", "model.fpn_channels=32", "--set", "model.head_width=32", "--set", "model.norm_groups=8",
+            # random weights: the test machine has no ImageNet file and must not try to fetch one
+            "--set", "model.pretrained=null", "--set", "model.frozen_bn=false"]
     args = ["reproduce", "VIII", "--seeds", "1", "--num-samples", "2", "--max-epochs", "1", "--num-cpus", "1",
             "--storage", str(storage), "--json", *tiny]
     proc = cli(args, tmp_path, timeout=280)
