@@ -140,7 +140,7 @@ def test_resume_from_a_checkpoint_with_a_truncated_config_is_one_line(trained, t
 def test_eval_of_a_split_the_synthetic_set_does_not_have_names_the_splits(trained, tmp_path):
     storage, summary = trained
     refused(cli("eval", str(storage / summary["checkpoint"]), "--split", "nosplit", cwd=tmp_path),
-            "test_split", "'nosplit'", "train_v2, val_v2, test_v2, trainval_v2")
+            "--split nosplit", "train_v2, val_v2, test_v2, trainval_v2")
 
 
 # ------------------------------------------------------------------------------ search state
