@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +86,17 @@ def run(args: argparse.Namespace) -> int:
     storage = JournalStorage(JournalFileBackend(str(journal)))
     print(f"optuna-dashboard for search {name}: http://{HOST}:{args.port}/   ({journal}; Ctrl-C stops it)",
           flush=True)
-    optuna_dashboard.run_server(storage, host=HOST, port=args.port)  # returns on Ctrl-C
+    # The server runs in a daemon thread and this (main) thread waits: Python delivers Ctrl-C to the
+    # main thread only, so it never lands inside a request the server is writing (where wsgiref
+    # swallowed it and kept serving).
+    server = threading.Thread(target=optuna_dashboard.run_server, args=(storage,),
+                              kwargs={"host": HOST, "port": args.port}, name="optuna-dashboard", daemon=True)
+    server.start()
+    try:
+        while server.is_alive():
+            server.join(0.5)
+    except KeyboardInterrupt:
+        pass
     print("dashboard stopped", flush=True)
     return 0
 

@@ -11,6 +11,10 @@ import pytest
 # other (measured 5-10x slower model tests); passive waiting costs nothing when the cores are idle.
 # Ray workers started by the tests inherit it.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Ray reads these when it is first imported, which some test modules do before any irstdlab module
+# (e.g. pytest.importorskip("ray")): the embedded Ray of every test stays on 127.0.0.1.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("IRSTDLAB_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))

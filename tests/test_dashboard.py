@@ -170,9 +170,9 @@ def test_dashboard_serves_the_study_and_stops(dashboard, searched: Path) -> None
 
     start = time.monotonic()
     proc.send_signal(signal.SIGINT)  # Ctrl-C
-    out, err = proc.communicate(timeout=10)
+    out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
-    assert time.monotonic() - start < 5
+    assert time.monotonic() - start < 10
     assert out.splitlines()[0].startswith(f"optuna-dashboard for search quickstart: {url}/")
     assert "0.0.0.0" not in out + err
 
