@@ -128,6 +128,7 @@ def paste_boxes(image: np.ndarray, boxes: np.ndarray, patches: list[np.ndarray],
     if weights is None:
         values = stack[inside]
     else:
+        assert lams is not None, "weights come with lams"
         add = stack * lams.astype(np.float32)[:, None, None] * weights[:, :hmax, :wmax]
         values = image[ys, xs].astype(np.float32) + add[inside]
     image[ys, xs] = np.clip(np.rint(values), 0, 255).astype(np.uint8)

@@ -131,7 +131,7 @@ def measure_coverage(cfg: Any, split: str = "test") -> CoverageReport:
     with torch.no_grad():
         for sample in samples:
             boxes = np.asarray(sample.boxes, np.float32).reshape(-1, 4)
-            size = tuple(int(d) for d in sample.image.shape[:2])
+            size = (int(sample.image.shape[0]), int(sample.image.shape[1]))
             result = assigner.assign(torch.from_numpy(boxes), size)
             hits = result.hits.numpy()
             is_covered = hits.any(axis=1)

@@ -74,7 +74,9 @@ class ScheduleConfig:
 
 def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
     """Split trainable parameters into decay / no-decay groups (mmengine's paramwise rule)."""
-    decay, no_decay, seen = [], [], set()
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    seen: set[int] = set()
     for module in model.modules():
         is_norm = isinstance(module, NORM_TYPES)
         for name, param in module.named_parameters(recurse=False):

@@ -240,6 +240,8 @@ def _row_params(params_json: Any) -> str:
 
 def side_by_side(plan: Plan, df: Any, confidence: float = 0.95) -> list[dict[str, Any]]:
     """One entry per (row, paper column): paper, n, mean, CI, difference, paper inside the CI."""
+    import numpy as np
+
     from irstdlab.leaderboards.compare import bootstrap_ci
 
     done = df[df["status"] == "completed"] if len(df) else df
@@ -249,7 +251,7 @@ def side_by_side(plan: Plan, df: Any, confidence: float = 0.95) -> list[dict[str
         mine = done[keys == _point_key(row.params)] if len(done) else done
         for column, paper in row.paper.items():
             metric = f"metric.{PAPER_METRICS[column]}"
-            values = mine[metric].dropna().to_numpy(dtype=float) if len(mine) and metric in mine else []
+            values = mine[metric].dropna().to_numpy(dtype=float) if len(mine) and metric in mine else np.empty(0)
             entry: dict[str, Any] = {"label": row.label, "match": row.match, "column": column, "paper": paper,
                                      "n": len(values), "mean": None, "ci_low": None, "ci_high": None,
                                      "diff": None, "inside": None}

@@ -114,6 +114,8 @@ class ChannelSelector(nn.Module):
     * ``fixed``: every 1/p-th channel, the same for every sample.
     """
 
+    fixed_index: Tensor  # a buffer registered in __init__
+
     def __init__(self, channels: int, k: int, strategy: str = "dynamic") -> None:
         super().__init__()
         if strategy not in SELECTIONS:
@@ -135,6 +137,7 @@ class ChannelSelector(nn.Module):
         if self.strategy == "random":
             idx = torch.rand(b, self.channels, device=x.device).topk(self.k, dim=1).indices
             return idx.sort(dim=1).values, None
+        assert self.scorer is not None, "the dynamic strategies build a scorer"
         if self.strategy == "dynamic" and self.score_without_graph:
             with torch.no_grad():
                 score = self.scorer(x)

@@ -64,7 +64,8 @@ class FPN(nn.Module):
         for m in self.modules():  # mmdet FPN init: Xavier uniform, zero bias
             if isinstance(m, nn.Conv2d):
                 nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
 
     def forward(self, feats: list[Tensor]) -> list[Tensor]:
         inputs = OrderedDict((str(i), feats[i]) for i in self.use_levels)
