@@ -7,8 +7,8 @@ Four independent toggles reproduce every row of the paper's Table III
 * ``paper``: targets from a ``TargetLibrary`` (GT patches of training samples, shrunk to
   <= 5x5); 1-3 regions of 20x20 with 8-12 targets each, 1-2 px from a neighbour.
   Without ``cluster`` the same number of targets goes to uniform random places.
-* ``reference``: what the released ``SkyCopyPaste``/``CopyPaste`` code does
-  (BAFE_REFERENCE §2.1-2.3): the GT boxes of one other random training sample (``source``),
+* ``reference``: what the released ``SkyCopyPaste``/``CopyPaste`` code does (GrokCV/BAFE-Net
+  ``deepir/datasets/transforms/transforms.py``): the GT boxes of one other random training sample (``source``),
   a count uniform over {0..n_src}, groups of 5 in 25x25 regions (shrinking by 3 down to 10
   on failure, a smaller size stays in force), boxes >= 10 px become 7x7 (bilinear), and a
   random-point fallback.

@@ -5,7 +5,8 @@ synthetic generator and BAG-CP.
 rotated Gaussian laid on a box-normalised grid (half-width = 1), so sigma and the
 centre offset rho scale with the target's box as the paper intends.
 
-Two styles, because the released code differs from the paper (BAFE_REFERENCE §2.2 item 7):
+Two styles, because the released code (GrokCV/BAFE-Net ``deepir/datasets/transforms/transforms.py``,
+``SkyCopyPaste``) differs from the paper:
 
 * ``"paper"``: pixel-centred grid, centre ``+rho``, continuous theta, ``G /= G.max()``
   (the peak pixel always gets weight 1, nothing is forced to 0).

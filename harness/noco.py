@@ -1,7 +1,7 @@
 """Normalised-contrast (NoCo) map and mNoCoAP, the OSCAR / ODI point metric.
 
-Definition (OSCAR_LSKNET_SIRSTV2_REFERENCE.md §3; ODI ``NoCoTargets`` and
-``deepir/core/evaluation/mean_nocoap.py``), implemented from the description:
+Definition (YimianDai/open-deepinfrared ``NoCoTargets`` in ``deepir/datasets/pipelines/transforms.py``
+and ``deepir/core/evaluation/mean_nocoap.py``), implemented from the description:
 
 * NoCo map, per GT box truncated to integers (c0, r0, c1, r1), w = c1-c0, h = r1-r0:
   the window rows [r0-h, r1+h) x cols [c0-w, c1+w) clipped to the image; a distance

@@ -32,7 +32,8 @@ from irstdlab.search_spaces.loader import SearchSpace
 
 TABLES = ("II", "III", "IV", "V", "VI", "VII", "VIII", "IX")
 # paper column -> our leaderboard metric. The paper's recall07 and recall12 are the final recall of
-# two separate runs at IoU 0.5 (BAFE_REFERENCE 5.1); we have one run per seed, so one recall for both.
+# two separate runs at IoU 0.5 (GrokCV/BAFE-Net's configs evaluate both at mmdet's default IoU, 0.5; the
+# runs' work-dir names in its config comments say separate runs); we have one run per seed, so one recall for both.
 PAPER_METRICS = {"mAP07": "test/mAP07", "recall07": "test/recall", "mAP12": "test/mAP12", "recall12": "test/recall"}
 MATCHES = ("exact", "approximate")
 # DenseSIRST training images per data.selection (Splits/train_v2.txt, trainval_v2.txt)

@@ -1,6 +1,6 @@
 """ResNet backbones (torchvision) returning C2..C5 with known channels and strides.
 
-Reference behaviour (BAFE_REFERENCE §3.1, pitfall 12): mmdet ResNet style='caffe' (the
+Reference behaviour (GrokCV/BAFE-Net ``configs/detection/fcos_changer_seg/``): mmdet ResNet style='caffe' (the
 down-sampling stride on a bottleneck's first 1x1 conv), torchvision weights, every BN frozen
 (affine without gradient, running statistics in eval mode) while every conv, stem included,
 trains. BN stays ``nn.BatchNorm2d`` with ``requires_grad=False`` rather than

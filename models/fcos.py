@@ -1,4 +1,5 @@
-"""FCOS as the BAFE-Net reference runs it (mmdet FCOSHead defaults, BAFE_REFERENCE §3-4).
+"""FCOS as the BAFE-Net reference runs it (mmdet FCOSHead defaults; GrokCV/BAFE-Net
+``configs/detection/fcos_changer_seg/fcos_changer_seg_r50-caffe_fpn_gn-head_1x_densesirst.py``).
 
 Reads like torchvision's detection models: ``FCOS.forward`` = preprocess, backbone, neck,
 head, then ``head.compute_loss`` in training or ``head.postprocess`` in eval. The head is
