@@ -7,8 +7,8 @@ Four independent toggles reproduce every row of the paper's Table III
 * ``paper``: targets from a ``TargetLibrary`` (GT patches of training samples, shrunk to
   <= 5x5); 1-3 regions of 20x20 with 8-12 targets each, 1-2 px from a neighbour.
   Without ``cluster`` the same number of targets goes to uniform random places.
-* ``reference``: what the released ``SkyCopyPaste``/``CopyPaste`` code does
-  (BAFE_REFERENCE §2.1-2.3): the GT boxes of one other random training sample (``source``),
+* ``reference``: what the released ``SkyCopyPaste``/``CopyPaste`` code does (GrokCV/BAFE-Net
+  ``deepir/datasets/transforms/transforms.py``): the GT boxes of one other random training sample (``source``),
   a count uniform over {0..n_src}, groups of 5 in 25x25 regions (shrinking by 3 down to 10
   on failure, a smaller size stays in force), boxes >= 10 px become 7x7 (bilinear), and a
   random-point fallback.
@@ -41,6 +41,7 @@ Where we deliberately differ from the released code (and why):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 from collections.abc import Callable, Iterable, Sequence
 
 import cv2
@@ -112,7 +113,8 @@ class BagCPConfig:
         if row not in TABLE_III_ROWS:
             raise ValueError(f"Table III row must be one of {sorted(TABLE_III_ROWS)}, got {row!r}")
         on = TABLE_III_ROWS[row]
-        return cls(**{t: t in on for t in TOGGLES}, recipe=recipe, **knobs)
+        toggles: dict[str, Any] = {t: t in on for t in TOGGLES}
+        return cls(**toggles, recipe=recipe, **knobs)
 
     @property
     def blend_params(self) -> GaussianParams:
@@ -202,6 +204,7 @@ class BagCP:
     def _draw_source(self, rng: np.random.Generator) -> Sample:
         if callable(self.source):
             return self.source(rng)
+        assert self.source is not None, "checked when the transform was built"
         return self.source[int(rng.integers(len(self.source)))]
 
     def _reference_patches(self, rng: np.random.Generator) -> list[np.ndarray]:
@@ -224,6 +227,7 @@ class BagCP:
         cfg = self.config
         n_regions = int(rng.integers(cfg.regions[0], cfg.regions[1] + 1))
         counts = rng.integers(cfg.targets_per_region[0], cfg.targets_per_region[1] + 1, size=n_regions)
+        assert self.library is not None, "checked when the transform was built"
         patches = self.library.fitted(cfg.max_target_size)
         picks = rng.integers(len(patches), size=int(counts.sum())).tolist()
         bounds = np.cumsum(counts).tolist()
@@ -294,7 +298,7 @@ class BagCP:
                 area = None if region is None else space.area(*region, offset)
                 regions += area is not None
             spot = area.fit(rng, w, h) if area is not None else None
-            if spot is not None:
+            if area is not None and spot is not None:
                 placed.append((area.place(spot[0], spot[1], w, h), patch))
                 continue
             fallbacks += cfg.cluster  # the code's choose_point: a random sky point anywhere

@@ -197,13 +197,14 @@ def _base_datasets(cfg: DataConfig) -> dict[str, Any]:
                                    difficulty=cfg.synthetic_difficulty)
             for role, n in zip(ROLES, cfg.synthetic_images)
         }
-        sets = {}
+        sets: dict[str, Any] = {}
         for role, name in cfg.split_names().items():  # reference: train on train+val, select on test
-            parts = [generated[r] for r in IN_MEMORY_SPLITS[name]]
+            parts: list[Any] = [generated[r] for r in IN_MEMORY_SPLITS[name]]
             sets[role] = parts[0] if len(parts) == 1 else ConcatDataset(parts)
         return sets
     from irstdlab.datasets.readers import open_dataset
 
+    assert cfg.root is not None, "DataConfig.validate requires a root here"
     names = cfg.split_names()
     opened: dict[str, Any] = {}
     out = {}

@@ -117,7 +117,7 @@ def check_dataset(name: str, root: str | Path, splits: list[str] | None = None) 
         for ident in reader.ids:
             if ident not in per_id:
                 per_id[ident] = _check_one(reader, ident, report)
-        counted = [per_id[i] for i in reader.ids if per_id[i] is not None]
+        counted = [n for i in reader.ids if (n := per_id[i]) is not None]
         report.per_split[split] = {
             "images": len(reader.ids),
             "targets": int(sum(counted)),

@@ -5,7 +5,8 @@ synthetic generator and BAG-CP.
 rotated Gaussian laid on a box-normalised grid (half-width = 1), so sigma and the
 centre offset rho scale with the target's box as the paper intends.
 
-Two styles, because the released code differs from the paper (BAFE_REFERENCE §2.2 item 7):
+Two styles, because the released code (GrokCV/BAFE-Net ``deepir/datasets/transforms/transforms.py``,
+``SkyCopyPaste``) differs from the paper:
 
 * ``"paper"``: pixel-centred grid, centre ``+rho``, continuous theta, ``G /= G.max()``
   (the peak pixel always gets weight 1, nothing is forced to 0).
@@ -128,6 +129,7 @@ def paste_boxes(image: np.ndarray, boxes: np.ndarray, patches: list[np.ndarray],
     if weights is None:
         values = stack[inside]
     else:
+        assert lams is not None, "weights come with lams"
         add = stack * lams.astype(np.float32)[:, None, None] * weights[:, :hmax, :wmax]
         values = image[ys, xs].astype(np.float32) + add[inside]
     image[ys, xs] = np.clip(np.rint(values), 0, 255).astype(np.uint8)

@@ -159,7 +159,7 @@ def _voc_size(root: ET.Element, path: Path) -> tuple[int, int] | None:
     if size is None or size.find("width") is None or size.find("height") is None:
         return None
     try:
-        return int(float(size.findtext("height"))), int(float(size.findtext("width")))
+        return int(float(size.findtext("height") or "")), int(float(size.findtext("width") or ""))
     except (TypeError, ValueError):
         raise DatasetError(path, "<size> width/height is not a number") from None
 

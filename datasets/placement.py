@@ -29,7 +29,7 @@ class FreeSpace:
         self._allowed = np.ascontiguousarray(allowed, dtype=bool)
         blocked = np.logical_not(self._allowed).view(np.uint8)  # uint8 views: no 512^2 copies
         if occupied is not None and occupied.any():
-            occ = np.ascontiguousarray(occupied, dtype=bool).view(np.uint8)
+            occ: np.ndarray = np.ascontiguousarray(occupied, dtype=bool).view(np.uint8)
             if self.gap > 0:
                 occ = cv2.dilate(occ, np.ones((2 * self.gap + 1,) * 2, np.uint8))
             blocked |= occ

@@ -250,14 +250,15 @@ def generate(cfg: SyntheticConfig, rng: np.random.Generator, sample_id: str) -> 
             distractors.append(lookalikes.place(spot[0], spot[1], dw, dh))
     distractors = distractors[: max(n_distractors, 0)]
 
-    boxes = _blobs(rng, image, boxes, cfg)
-    distractors = _blobs(rng, image, distractors, cfg)
+    # each blob's visible box: what the sample annotates
+    drawn = _blobs(rng, image, boxes, cfg)
+    drawn_distractors = _blobs(rng, image, distractors, cfg)
     image += rng.normal(0.0, cfg.noise, image.shape).astype(np.float32)
     image = np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
-    box_arr = np.asarray(boxes, np.float32).reshape(-1, 4)
+    box_arr = np.asarray(drawn, np.float32).reshape(-1, 4)
     mask = np.zeros((h, w), np.uint8)
-    for x0, y0, x1, y1 in boxes:
+    for x0, y0, x1, y1 in drawn:
         mask[y0:y1, x0:x1] = 1  # the visible box, like BAG-CP's paste_by_box masks
     return Sample(
         id=sample_id,
@@ -265,7 +266,7 @@ def generate(cfg: SyntheticConfig, rng: np.random.Generator, sample_id: str) -> 
         boxes=box_arr,
         sky=sky,
         target_mask=mask,
-        meta={"distractors": np.asarray(distractors, np.float32).reshape(-1, 4), "synthetic": cfg.difficulty},
+        meta={"distractors": np.asarray(drawn_distractors, np.float32).reshape(-1, 4), "synthetic": cfg.difficulty},
     )
 
 

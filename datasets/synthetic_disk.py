@@ -42,6 +42,7 @@ def write_sample(root: Path, sample: Sample) -> None:
         if not cv2.imwrite(str(path), array):
             raise DatasetError(path, "could not write PNG")
 
+    assert sample.target_mask is not None and sample.sky is not None, "a synthetic sample has both maps"
     png(root / "PNGImages" / f"{sample.id}.png", sample.image)
     (root / "SIRST" / "BBox" / f"{sample.id}.xml").write_text(_voc_xml(sample))
     png(root / "SIRST" / "BinaryMask" / f"{sample.id}_pixels0.png", sample.target_mask * np.uint8(255))

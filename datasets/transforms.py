@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -65,6 +66,7 @@ class Resize:
 
     def _keep_ratio(self, h: int, w: int) -> tuple[float, float, int, int, int, int]:
         """mmdet ``rescale_size`` + ``Pad(size_divisor)``: (sy, sx, new_h, new_w, padded_h, padded_w)."""
+        assert self.scale is not None, "only the keep-ratio protocol calls this"
         long_side, short_side = max(self.scale), min(self.scale)
         factor = min(long_side / max(h, w), short_side / min(h, w))
         new_h, new_w = max(1, int(h * factor + 0.5)), max(1, int(w * factor + 0.5))
@@ -123,15 +125,19 @@ class HorizontalFlip:
         boxes = sample.boxes.copy()
         boxes[:, [0, 2]] = w - sample.boxes[:, [2, 0]]
 
-        def mirror(a: np.ndarray | None) -> np.ndarray | None:
-            if a is None:
-                return None
+        def mirror(a: np.ndarray) -> np.ndarray:
             out = a.copy()
             out[:, :w] = a[:, w - 1 :: -1] if w < a.shape[1] else a[:, ::-1]
             return out
 
-        return Sample(sample.id, mirror(sample.image), boxes, mirror(sample.sky), mirror(sample.target_mask),
+        return Sample(sample.id, mirror(sample.image), boxes, _if_present(mirror, sample.sky),
+                      _if_present(mirror, sample.target_mask),
                       sample.orig_size, dict(sample.meta, flip=not already))
+
+
+def _if_present(fn: Callable[..., np.ndarray], plane: np.ndarray | None, *args: Any) -> np.ndarray | None:
+    """``fn(plane, *args)``, or None for a map the sample does not have."""
+    return None if plane is None else fn(plane, *args)
 
 
 Transform = Callable[[Sample, "np.random.Generator | None"], Sample]
@@ -180,13 +186,13 @@ def _pad_to(sample: Sample, height: int, width: int) -> Sample:
     if not (pad_b or pad_r):
         return sample
 
-    def pad(a: np.ndarray | None, value: int) -> np.ndarray | None:
-        return None if a is None else np.pad(a, ((0, pad_b), (0, pad_r)), constant_values=value)
+    def pad(a: np.ndarray, value: int) -> np.ndarray:
+        return np.pad(a, ((0, pad_b), (0, pad_r)), constant_values=value)
 
     old_b, old_r = sample.meta.get("pad", (0, 0))
     meta = dict(sample.meta, pad=(int(old_b) + pad_b, int(old_r) + pad_r), input_size=(height, width))
-    return Sample(sample.id, pad(sample.image, 0), sample.boxes, pad(sample.sky, SKY_IGNORE),
-                  pad(sample.target_mask, 0), sample.orig_size, meta)
+    return Sample(sample.id, pad(sample.image, 0), sample.boxes, _if_present(pad, sample.sky, SKY_IGNORE),
+                  _if_present(pad, sample.target_mask, 0), sample.orig_size, meta)
 
 
 def collate_detection(samples: Sequence[Sample]):

@@ -109,6 +109,8 @@ class PersistentASHA(ASHAScheduler):
         if result[self._time_attr] >= self._max_t and self._stop_last_trials:
             return None
         bracket = self._trial_info.get(trial.trial_id)
+        if bracket is None:
+            return None
         for milestone, recorded in getattr(bracket, "_rungs", ()):
             if result[self._time_attr] >= milestone and trial.trial_id not in recorded:
                 return int(milestone), bracket.cutoff(recorded), len(recorded)
@@ -120,11 +122,12 @@ class PersistentASHA(ASHAScheduler):
         decision = super().on_trial_result(tune_controller, trial, result)
         if due is not None:
             milestone, cutoff, earlier = due
+            assert self._metric_op is not None, "Tune sets the metric before the first result"
             recorded = next(rec for m, rec in self._trial_info[trial.trial_id]._rungs if int(m) == milestone)
             compared = [float(v) for v in recorded.values() if math.isfinite(float(v))]
             spread = max(compared) - min(compared) if compared else 0.0
             value = float(result[self._metric])
-            record = {"rung": milestone, "value": value, "compared": len(compared), "spread": spread,
+            record: dict[str, Any] = {"rung": milestone, "value": value, "compared": len(compared), "spread": spread,
                       "cutoff": None if cutoff is None else float(self._metric_op * cutoff)}
             if decision == self.STOP and spread <= self.tie_tolerance:
                 decision = self.CONTINUE  # every compared value is within noise of the others

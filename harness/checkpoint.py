@@ -149,7 +149,7 @@ def load_checkpoint(path: Path | str) -> dict[str, Any]:
     for key in ("epoch", "best_epoch"):
         if isinstance(state[key], bool) or not isinstance(state[key], int) or state[key] < 0:
             raise UserError(f"{path}: {key} is {state[key]!r}, not an epoch count; {_RETRAIN}")
-    kinds = {"config_hash": str, "history": list, "best_value": (int, float), "rng": dict}
+    kinds: dict[str, type | tuple[type, ...]] = {"config_hash": str, "history": list, "best_value": (int, float), "rng": dict}
     for key, kind in kinds.items():
         if isinstance(state[key], bool) or not isinstance(state[key], kind):
             raise UserError(f"{path}: {key} is not what irstdlab writes (got {type(state[key]).__name__}); {_RETRAIN}")

@@ -195,13 +195,15 @@ def _metric(df: Any, name: str | None, option: str) -> str | None:
 
 
 def _show(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from irstdlab.leaderboards import query
 
     df = _frame(args)
     by = _metric(df, args.by, "--by") or query.resolve_metric(df, None)
     tables = []  # (protocol, dataset, kind, metric, rows): runs and paper rows ranked apart
     for (protocol, dataset), block in query.blocks(df):
-        is_run = (block["source"] == "run").to_numpy() if "source" in block.columns else [True] * len(block)
+        is_run = (block["source"] == "run").to_numpy() if "source" in block.columns else np.ones(len(block), bool)
         for kind, sub in (("runs", block[is_run]), ("paper", block[~is_run])):
             if len(sub):
                 metric = query.ranking_metric(sub, by)
@@ -310,7 +312,7 @@ def _export(args: argparse.Namespace) -> int:
         ensure_writable_file(args.out, "--out")
     df = _frame(args)
     names = [m.strip() for arg in args.metric or () for m in arg.split(",") if m.strip()]
-    metrics = [_metric(df, m, "--metrics") for m in names] or None
+    metrics = [c for m in names if (c := _metric(df, m, "--metrics"))] or None
     result = export.export(df, args.format, args.out, metrics, args.group_by)
     if args.out:
         print(args.out)

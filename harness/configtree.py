@@ -71,7 +71,7 @@ def _convert(value: Any, tp: Any, path: str, allow_inf: bool = False) -> Any:
                 f"{path}: {_describe(value)} is not one of {', '.join(repr(c) for c in choices)}"
             )
         return value
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):
@@ -223,7 +223,7 @@ def field_paths(cls: type, prefix: str = "") -> dict[str, Any]:
         if name not in {f.name for f in dataclasses.fields(cls)}:
             continue
         path = f"{prefix}{name}"
-        if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             out.update(field_paths(tp, path + "."))
         else:
             out[path] = tp

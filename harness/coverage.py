@@ -7,7 +7,8 @@ location trained on another box. The covered fraction is therefore a practical c
 and the ranking that puts exactly the covered boxes first and nothing else gives the highest
 11-point mAP a recipe can reach. Under the released BAFE-Net recipe (512x512 squash, no
 centre sampling, finest level stride 8) about 35% of DenseSIRST boxes are covered, which is why
-every FCOS-family row of the paper has recall near 0.33 (BAFE_REFERENCE §4 "Assignment").
+every FCOS-family row of the paper has recall near 0.33 (mmdet's FCOS assignment, as configured in
+GrokCV/BAFE-Net ``configs/detection/fcos_changer_seg/``: a point must lie strictly inside a box).
 
 ``measure_coverage(cfg, split)`` reads the split through the recipe's evaluation transform (the
 protocol's resize, no flip, no copy-paste), builds the recipe's model without weights, and asks
@@ -131,7 +132,7 @@ def measure_coverage(cfg: Any, split: str = "test") -> CoverageReport:
     with torch.no_grad():
         for sample in samples:
             boxes = np.asarray(sample.boxes, np.float32).reshape(-1, 4)
-            size = tuple(int(d) for d in sample.image.shape[:2])
+            size = (int(sample.image.shape[0]), int(sample.image.shape[1]))
             result = assigner.assign(torch.from_numpy(boxes), size)
             hits = result.hits.numpy()
             is_covered = hits.any(axis=1)

@@ -29,10 +29,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from irstdlab.models.oscar import OSCAR
 
 
 @dataclass
@@ -76,12 +79,14 @@ class _ShapeCache:
         if size not in self.cache:
             with torch.no_grad():
                 maps = self.features(torch.zeros(1, 1, *size, device="meta"))
-            self.cache[size] = [tuple(int(d) for d in m.shape[-2:]) for m in maps]
+            self.cache[size] = [(int(m.shape[-2]), int(m.shape[-1])) for m in maps]
         return self.cache[size]
 
 
 # ------------------------------------------------------------------------------- our heads
-def _fcos_assigner(model: nn.Module, shape_model: nn.Module) -> Assigner:
+# The adapters reach into each family's head and trunk by attribute (`build_assigner` picks the family),
+# and `shape_model` is the same detector on the meta device: both are duck-typed.
+def _fcos_assigner(model: Any, shape_model: Any) -> Assigner:
     from irstdlab.models.fcos_targets import assign
 
     head = model.head
@@ -96,7 +101,7 @@ def _fcos_assigner(model: nn.Module, shape_model: nn.Module) -> Assigner:
     return Assigner(model.head.__class__.__name__, list(head.strides), "locations", run)
 
 
-def _oscar_assigner(model: nn.Module, shape_model: nn.Module) -> Assigner:
+def _oscar_assigner(model: OSCAR, shape_model: Any) -> Assigner:
     from irstdlab.models.oscar_targets import (
         COARSE_SIDE_FACTOR,
         REFINE_SIDE_FACTOR,
@@ -121,7 +126,7 @@ def _oscar_assigner(model: nn.Module, shape_model: nn.Module) -> Assigner:
 
 
 # ------------------------------------------------------------------------------- torchvision
-def _tv_assigner(model: nn.Module, shape_model: nn.Module) -> Assigner:
+def _tv_assigner(model: Any, shape_model: Any) -> Assigner:
     from irstdlab.models.tv_detectors import (
         TVFCOS,
         TVSSD,

@@ -117,6 +117,7 @@ def eval_dataset(data_cfg: Any, role: str, seed: int = 0, keep_original: bool = 
     from irstdlab.datasets.build import ROLES, TransformedDataset
     from irstdlab.datasets.errors import DatasetError
     from irstdlab.datasets.transforms import TransformConfig, build_transforms
+    base: Any  # a map-style dataset of Samples
     if data_cfg.dataset == "synthetic" and data_cfg.root is None:
         from irstdlab.datasets.synthetic import SyntheticDataset
 

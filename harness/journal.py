@@ -25,7 +25,7 @@ import datetime as dt
 import math
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from irstdlab.search_spaces.loader import SearchSpace
 
@@ -53,7 +53,7 @@ def _journal_storage(path: str) -> Any:
 def _study_in(storage: Any, study_name: str, space: SearchSpace) -> Any:
     import optuna
 
-    directions = ["maximize" if o.mode == "max" else "minimize" for o in space.objectives]
+    directions: list[Literal["maximize", "minimize"]] = ["maximize" if o.mode == "max" else "minimize" for o in space.objectives]
     return optuna.create_study(storage=storage, study_name=study_name, directions=directions, load_if_exists=True)
 
 

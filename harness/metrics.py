@@ -7,7 +7,8 @@ text defines mAP12 at IoU 0.75, which is reported separately as ``mAP75`` (area 
 0.75), so both readings of the paper's tables are available.
 
 ``evaluate_detections`` reproduces mmdet's ``eval_map`` with ``tpfp_default`` for one
-class (the BAFE-Net reference protocol, see BAFE_REFERENCE.md §5.1):
+class (the protocol GrokCV/BAFE-Net configures: open-mmlab/mmdetection
+``mmdet/evaluation/metrics/voc_metric.py`` and ``mmdet/evaluation/functional/mean_ap.py``):
 
 * each detection takes its max-IoU ground truth of its own image (first index on
   ties, regular GT before ignored GT); IoU >= thr and that GT uncovered -> TP (the GT

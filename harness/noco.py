@@ -1,7 +1,7 @@
 """Normalised-contrast (NoCo) map and mNoCoAP, the OSCAR / ODI point metric.
 
-Definition (OSCAR_LSKNET_SIRSTV2_REFERENCE.md §3; ODI ``NoCoTargets`` and
-``deepir/core/evaluation/mean_nocoap.py``), implemented from the description:
+Definition (YimianDai/open-deepinfrared ``NoCoTargets`` in ``deepir/datasets/pipelines/transforms.py``
+and ``deepir/core/evaluation/mean_nocoap.py``), implemented from the description:
 
 * NoCo map, per GT box truncated to integers (c0, r0, c1, r1), w = c1-c0, h = r1-r0:
   the window rows [r0-h, r1+h) x cols [c0-w, c1+w) clipped to the image; a distance
@@ -101,7 +101,7 @@ def evaluate_nocoap(
     *,
     noco_maps: Sequence[np.ndarray] | None = None,
     noco_values: Sequence[np.ndarray] | None = None,
-    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    thresholds: Sequence[float] | np.ndarray = DEFAULT_THRESHOLDS,
     tie_order: TieOrder = "stable",
 ) -> dict[str, Any]:
     """mNoCoAP over a data set. Give ``images`` (grey, original resolution; the maps
@@ -140,6 +140,7 @@ def evaluate_nocoap(
             if images is not None:
                 nmap = noco_map(images[i], gboxes)
             else:
+                assert noco_maps is not None, "exactly one source was checked above"
                 nmap = _to_numpy(noco_maps[i]).astype(np.float64, copy=False)
                 if nmap.ndim != 2:
                     raise ValueError(f"noco_maps[{i}]: expected an H x W map, got shape {nmap.shape}")

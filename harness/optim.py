@@ -1,6 +1,7 @@
 """Optimisers and learning-rate schedules of a trial.
 
-The reference recipe (BAFE_REFERENCE §4): DAdaptAdam(lr 1.0, decoupled weight decay 0.05) with no
+The reference recipe (GrokCV/BAFE-Net ``configs/detection/fcos_changer_seg/`` and its ``_base_``
+schedule): DAdaptAdam(lr 1.0, decoupled weight decay 0.05) with no
 decay on norm and bias parameters; LR multiplier x1/3 for the first 500 iterations (a *constant*
 factor, not a linear ramp), then x0.1 at epochs 8 and 16. OSCAR's: AdamW 2e-3, linear warm-up over
 1000 iterations, poly decay stepped per epoch. Both are expressed by the two dataclasses below.
@@ -74,7 +75,9 @@ class ScheduleConfig:
 
 def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
     """Split trainable parameters into decay / no-decay groups (mmengine's paramwise rule)."""
-    decay, no_decay, seen = [], [], set()
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    seen: set[int] = set()
     for module in model.modules():
         is_norm = isinstance(module, NORM_TYPES)
         for name, param in module.named_parameters(recurse=False):

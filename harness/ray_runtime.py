@@ -5,8 +5,8 @@ is read back (:func:`worker_failure`), for ``irstdlab train`` (:func:`fit`) and 
 on the ``train`` backend (``search_trainable``) alike.
 
 Import this module only when Ray is needed (it imports Ray at the top; ``irstdlab --help``
-must stay fast). Ray 2.60 specifics (RAY_TUNE_OPTUNA_NOTES §1): Train V2 is the default; a
-run resumes automatically when ``(storage_path, name)`` is reused; the driver-side
+must stay fast). Ray 2.60 specifics: Train V2 is the default; a run resumes automatically when
+``(storage_path, name)`` is reused; the driver-side
 ``UserCallback`` sees every report, which is where progress lines and TensorBoard logs are
 written, so the Ray path leaves the same files as ``--no-ray``.
 """
@@ -43,7 +43,8 @@ def init_local_ray(num_cpus: int | None = None, num_gpus: int | None = None, add
 
     ``log_to_driver=False`` keeps the actors' own output (Train's controller, Ray's clean-up threads)
     in Ray's session logs; errors still reach the driver as exceptions. The dashboard stays on by default: Train V2 frees the placement groups of stopped runs
-    through the State API, which needs it (RAY_TUNE_OPTUNA_NOTES E5).
+    through the State API, which needs it (without it, a trial Tune stops early keeps its placement
+    group and the next trial waits forever).
     """
     address = address or os.environ.get("RAY_ADDRESS")
     if not ray.is_initialized():

@@ -74,7 +74,7 @@ class RunLog:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.echo = echo
-        self._writer = None
+        self._writer: Any = None  # a tensorboardX SummaryWriter once the first scalars arrive
 
     def record(self, metrics: dict[str, Any]) -> None:
         with open(self.run_dir / "progress.jsonl", "a") as f:

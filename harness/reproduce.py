@@ -32,7 +32,8 @@ from irstdlab.search_spaces.loader import SearchSpace
 
 TABLES = ("II", "III", "IV", "V", "VI", "VII", "VIII", "IX")
 # paper column -> our leaderboard metric. The paper's recall07 and recall12 are the final recall of
-# two separate runs at IoU 0.5 (BAFE_REFERENCE 5.1); we have one run per seed, so one recall for both.
+# two separate runs at IoU 0.5 (GrokCV/BAFE-Net's configs evaluate both at mmdet's default IoU, 0.5; the
+# runs' work-dir names in its config comments say separate runs); we have one run per seed, so one recall for both.
 PAPER_METRICS = {"mAP07": "test/mAP07", "recall07": "test/recall", "mAP12": "test/mAP12", "recall12": "test/recall"}
 MATCHES = ("exact", "approximate")
 # DenseSIRST training images per data.selection (Splits/train_v2.txt, trainval_v2.txt)
@@ -240,6 +241,8 @@ def _row_params(params_json: Any) -> str:
 
 def side_by_side(plan: Plan, df: Any, confidence: float = 0.95) -> list[dict[str, Any]]:
     """One entry per (row, paper column): paper, n, mean, CI, difference, paper inside the CI."""
+    import numpy as np
+
     from irstdlab.leaderboards.compare import bootstrap_ci
 
     done = df[df["status"] == "completed"] if len(df) else df
@@ -249,7 +252,7 @@ def side_by_side(plan: Plan, df: Any, confidence: float = 0.95) -> list[dict[str
         mine = done[keys == _point_key(row.params)] if len(done) else done
         for column, paper in row.paper.items():
             metric = f"metric.{PAPER_METRICS[column]}"
-            values = mine[metric].dropna().to_numpy(dtype=float) if len(mine) and metric in mine else []
+            values = mine[metric].dropna().to_numpy(dtype=float) if len(mine) and metric in mine else np.empty(0)
             entry: dict[str, Any] = {"label": row.label, "match": row.match, "column": column, "paper": paper,
                                      "n": len(values), "mean": None, "ci_low": None, "ci_high": None,
                                      "diff": None, "inside": None}

@@ -42,8 +42,8 @@ def make_searcher(space: SearchSpace) -> Any:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.RandomSampler(seed=space.searcher_seed) if space.sampler == "random" else None
     metric = [o.metric for o in space.objectives]
-    mode = [o.mode for o in space.objectives]
-    searcher = OptunaSearch(space.define_by_run(), metric=metric if len(metric) > 1 else metric[0],
+    mode: list[str] = [o.mode for o in space.objectives]
+    searcher: Any = OptunaSearch(space.define_by_run(), metric=metric if len(metric) > 1 else metric[0],
                             mode=mode if len(mode) > 1 else mode[0], sampler=sampler, seed=space.searcher_seed)
     if space.seeds > 1:
         searcher = Repeater(searcher, repeat=space.seeds, set_index=True)

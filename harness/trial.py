@@ -140,9 +140,9 @@ def run_trial(cfg: TrialConfig, reporter: Reporter) -> dict[str, Any]:
     channels_last = cfg.train.channels_last and device.type == "cuda"
     protocol = cfg.data.protocol
 
-    data = build_datasets(cfg.data, cfg.augment, seed=seed, keep_original=cfg.eval.needs_noco)
-    sampler = DistributedSampler(data["train"], num_replicas=reporter.world_size, rank=rank, shuffle=True, seed=seed)
-    loader_args = dict(num_workers=cfg.data.num_workers, worker_init_fn=seed_loader_worker,
+    data: dict[str, Any] = build_datasets(cfg.data, cfg.augment, seed=seed, keep_original=cfg.eval.needs_noco)
+    sampler: DistributedSampler[Any] = DistributedSampler(data["train"], num_replicas=reporter.world_size, rank=rank, shuffle=True, seed=seed)
+    loader_args: dict[str, Any] = dict(num_workers=cfg.data.num_workers, worker_init_fn=seed_loader_worker,
                        pin_memory=device.type == "cuda")
     batch_size = per_worker_batch(cfg.data.batch_size, reporter.world_size)
     train_loader = reporter.prepare_loader(DataLoader(data["train"], batch_size=batch_size, sampler=sampler,

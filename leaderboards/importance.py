@@ -29,7 +29,7 @@ import pandas as pd
 
 from irstdlab.leaderboards import query
 from irstdlab.leaderboards.errors import LeaderboardError
-from irstdlab.leaderboards.study_frame import ParamSpec, average_seeds, build_study, subspaces, varying
+from irstdlab.leaderboards.study_frame import Direction, ParamSpec, average_seeds, build_study, subspaces, varying
 
 FULL = 1.0 - 1e-9
 TOP_QUANTILE = 0.1  # PED-ANOVA's target quantile (Optuna's default): the "good" configurations
@@ -110,7 +110,7 @@ def evaluate(df: pd.DataFrame, metric: str | None, specs: Sequence[ParamSpec], b
     return Report(metric, distributions, list(evals), sections)
 
 
-def _section(protocol: str, dataset: str, fidelity: str, sub: Any, direction: str,
+def _section(protocol: str, dataset: str, fidelity: str, sub: Any, direction: Direction,
              evals: dict[str, Any]) -> Section:
     import optuna
 

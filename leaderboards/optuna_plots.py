@@ -11,6 +11,7 @@ import importlib.util
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -57,6 +58,7 @@ def plot_study(kind: str, df: pd.DataFrame, out: str | Path, metric: str | None,
     if kind == "contour" and importlib.util.find_spec("scipy") is None:
         raise LeaderboardError("plot contour", "Optuna interpolates its contours with scipy, which is not "
                                                "installed (pip install scipy); parallel and slice need nothing more")
+    axes: Any  # one Axes, or an array of them (slice and parallel plots of several parameters)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Optuna's ExperimentalWarning; importance caveats are in `importance`
         if kind == "parallel":
@@ -88,7 +90,7 @@ def plot_study(kind: str, df: pd.DataFrame, out: str | Path, metric: str | None,
     return out
 
 
-def _most_important(study: object, names: list[str]) -> list[str]:
+def _most_important(study: Any, names: list[str]) -> list[str]:
     """``names`` ordered by PED-ANOVA importance (the contour shows the strongest pairs)."""
     import optuna
     from optuna.importance import PedAnovaImportanceEvaluator

@@ -1,7 +1,7 @@
 """The BAFE-Net paper's Tables II-IX as leaderboard reference rows.
 
-``densesirst_paper_tables.csv`` (package data) is the transcription in
-``../shared/reference`` checked number by number against the paper's text; the one
+``densesirst_paper_tables.csv`` (package data) is a transcription of the paper's tables, checked
+number by number against the paper's text; the one
 correction: Table II names ResNet50 as the backbone of 21 methods whose backbone the
 transcription had left empty. A ``family`` column keeps Table II's grouping.
 

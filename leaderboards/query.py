@@ -152,7 +152,8 @@ def _fmt(v: object, width: int = 28) -> str:
     if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA:
         return "-"
     if isinstance(v, (float, np.floating)):
-        return f"{v:.4f}" if abs(v) < 1000 else f"{v:.1f}"
+        x = float(v)
+        return f"{x:.4f}" if abs(x) < 1000 else f"{x:.1f}"
     s = str(v)
     return s if len(s) <= width else s[:width - 3] + "..."
 

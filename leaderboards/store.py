@@ -217,7 +217,7 @@ class Leaderboard:
         tables, skipped = [], []
         for path, (t, reason) in zip(paths, results):
             if t is None:
-                skipped.append((str(path), reason))
+                skipped.append((str(path), reason or "unreadable"))
                 continue
             search_name = path.parent.name[len("search="):]
             if "search" in t.column_names:
@@ -229,8 +229,8 @@ class Leaderboard:
         raw = table.num_rows
         table = dedup_newest(table)
         if warn:
-            for path, reason in skipped:
-                warnings.warn(f"{path}: skipped ({reason})", LeaderboardWarning, stacklevel=2)
+            for file, reason in skipped:
+                warnings.warn(f"{file}: skipped ({reason})", LeaderboardWarning, stacklevel=2)
             for col in retyped:
                 warnings.warn(f"{col}: typed differently across files; read as strings", LeaderboardWarning,
                               stacklevel=2)

@@ -16,7 +16,7 @@ import json
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -91,13 +91,16 @@ def fits(df: pd.DataFrame, specs: Sequence[ParamSpec]) -> str | None:
     return None
 
 
+Direction = Literal["maximize", "minimize"]
+
+
 @dataclass
 class Configs:
     """One row per configuration: mean metric over its seeds, the seed count, its parameters."""
 
     frame: pd.DataFrame  # param.* columns, "value", "n_seeds", "n_rows", "fidelity"
     metric: str
-    direction: str  # "maximize" | "minimize"
+    direction: Direction
 
 
 def average_seeds(df: pd.DataFrame, metric: str) -> Configs:
@@ -122,7 +125,7 @@ def average_seeds(df: pd.DataFrame, metric: str) -> Configs:
                      "fidelity": float(pd.to_numeric(group.get("fidelity"), errors="coerce").min())
                      if "fidelity" in group else float("nan")})
     frame = pd.DataFrame(rows, columns=[*params, "value", "n_seeds", "n_rows", "fidelity"])
-    direction = "maximize" if query.higher_is_better(metric) else "minimize"
+    direction: Direction = "maximize" if query.higher_is_better(metric) else "minimize"
     return Configs(frame, metric, direction)
 
 
@@ -175,14 +178,15 @@ def subspaces(configs: Configs, specs: Sequence[ParamSpec], by_space: bool) -> l
 
 def varying(sub: Subspace) -> tuple[list[ParamSpec], list[ParamSpec]]:
     """(parameters with more than one value here, those with one value only)."""
-    moving, constant = [], []
+    moving: list[ParamSpec] = []
+    constant: list[ParamSpec] = []
     for spec in sub.specs:
         n = sub.frame[spec.column].dropna().astype(str).nunique()
         (moving if n > 1 else constant).append(spec)
     return moving, constant
 
 
-def build_study(frame: pd.DataFrame, specs: Sequence[ParamSpec], direction: str, study_name: str = "leaderboard") -> Any:
+def build_study(frame: pd.DataFrame, specs: Sequence[ParamSpec], direction: Direction, study_name: str = "leaderboard") -> Any:
     """An in-memory Optuna study with one COMPLETE trial per configuration (params where set)."""
     import optuna
 

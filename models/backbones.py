@@ -1,6 +1,6 @@
 """ResNet backbones (torchvision) returning C2..C5 with known channels and strides.
 
-Reference behaviour (BAFE_REFERENCE §3.1, pitfall 12): mmdet ResNet style='caffe' (the
+Reference behaviour (GrokCV/BAFE-Net ``configs/detection/fcos_changer_seg/``): mmdet ResNet style='caffe' (the
 down-sampling stride on a bottleneck's first 1x1 conv), torchvision weights, every BN frozen
 (affine without gradient, running statistics in eval mode) while every conv, stem included,
 trains. BN stays ``nn.BatchNorm2d`` with ``requires_grad=False`` rather than
@@ -12,6 +12,8 @@ cached in torch's hub folder; ResNets only) or a local state-dict path (``models
 
 from __future__ import annotations
 
+
+from typing import TYPE_CHECKING
 
 import torch
 import torchvision
@@ -26,6 +28,9 @@ from irstdlab.models.weights import (
     read_imagenet_state_dict,
     read_state_dict,
 )
+
+if TYPE_CHECKING:  # imported lazily below, only for an LSKNet
+    from irstdlab.models.lsknet import LSKNetBackbone
 
 _RESNETS = {
     "resnet18": torchvision.models.resnet18,
@@ -147,13 +152,14 @@ def _single_channel_stem(conv: nn.Conv2d, summed: bool) -> nn.Conv2d:
     Pretrained RGB kernels are summed (timm's adapt_input_conv: same response to a grey
     image); a random init keeps one channel, i.e. torchvision's fan-out init unchanged.
     """
-    new = nn.Conv2d(1, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=False)
+    # torch stores the sizes as tuple[int, ...] but types its constructor's arguments as pairs
+    new = nn.Conv2d(1, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=False)  # type: ignore[arg-type]
     with torch.no_grad():
         new.weight.copy_(conv.weight.sum(dim=1, keepdim=True) if summed else conv.weight[:, :1])
     return new
 
 
-def build_backbone(cfg: ModelConfig, in_channels: int) -> nn.Module:
+def build_backbone(cfg: ModelConfig, in_channels: int) -> ResNetBackbone | LSKNetBackbone:
     """The backbone ``cfg.backbone`` names: a ResNet here, or an LSKNet (models/lsknet.py)."""
     if cfg.backbone.startswith("lsknet"):
         from irstdlab.models.lsknet import build_lsknet

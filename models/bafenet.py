@@ -1,4 +1,5 @@
-"""BAFE-Net: FCOS with a sky-segmentation head and cross-task feature exchange (BAFE_REFERENCE §3-4).
+"""BAFE-Net: FCOS with a sky-segmentation head and cross-task feature exchange (GrokCV/BAFE-Net
+``deepir/models/dense_heads/fcos_changer_seg_head.py`` and its ``configs/detection/fcos_changer_seg/``).
 
 Per level (every module shared across levels, as in the reference ``FCOSChangerSegHead``)::
 

@@ -1,7 +1,7 @@
 """BAFE-Net's cross-task pieces: the LSK attention, channel selection and feature exchange.
 
-Everything here follows the released head (GrokCV/BAFE-Net ``fcos_changer_seg_head.py``,
-see BAFE_REFERENCE §3.3) unless a docstring says otherwise:
+Everything here follows the released head (GrokCV/BAFE-Net
+``deepir/models/dense_heads/fcos_changer_seg_head.py``) unless a docstring says otherwise:
 
 * ``LSKModule`` *replaces* each task's features by ``conv(a1*s0 + a2*s1)`` (no multiply
   by the input, no residual; unlike LSKNet's block). One instance serves both tasks.
@@ -114,6 +114,8 @@ class ChannelSelector(nn.Module):
     * ``fixed``: every 1/p-th channel, the same for every sample.
     """
 
+    fixed_index: Tensor  # a buffer registered in __init__
+
     def __init__(self, channels: int, k: int, strategy: str = "dynamic") -> None:
         super().__init__()
         if strategy not in SELECTIONS:
@@ -135,6 +137,7 @@ class ChannelSelector(nn.Module):
         if self.strategy == "random":
             idx = torch.rand(b, self.channels, device=x.device).topk(self.k, dim=1).indices
             return idx.sort(dim=1).values, None
+        assert self.scorer is not None, "the dynamic strategies build a scorer"
         if self.strategy == "dynamic" and self.score_without_graph:
             with torch.no_grad():
                 score = self.scorer(x)
@@ -198,7 +201,7 @@ def straight_through(weights: Tensor) -> Tensor:
 
 
 class ChannelExchange(nn.Module):
-    """Dynamic cross-task channel hard-exchange (BAFE_REFERENCE §3.3), vectorised over the batch.
+    """Dynamic cross-task channel hard-exchange (the released head's), vectorised over the batch.
 
     ``y1 = x1`` with channels ``I1`` overwritten by ``A(x2[I2])`` (k-th to k-th in ascending
     index order), and symmetrically for ``y2``. With ``dynamic_st`` the received channels

@@ -1,4 +1,5 @@
-"""FCOS as the BAFE-Net reference runs it (mmdet FCOSHead defaults, BAFE_REFERENCE §3-4).
+"""FCOS as the BAFE-Net reference runs it (mmdet FCOSHead defaults; GrokCV/BAFE-Net
+``configs/detection/fcos_changer_seg/fcos_changer_seg_r50-caffe_fpn_gn-head_1x_densesirst.py``).
 
 Reads like torchvision's detection models: ``FCOS.forward`` = preprocess, backbone, neck,
 head, then ``head.compute_loss`` in training or ``head.postprocess`` in eval. The head is
@@ -109,6 +110,7 @@ class FCOSHead(nn.Module):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
         p = self.prior_prob
+        assert self.conv_cls.bias is not None, "the classifier conv has a bias"
         nn.init.constant_(self.conv_cls.bias, -math.log((1 - p) / p))
 
     # ------------------------------------------------------------------ forward
@@ -134,7 +136,7 @@ class FCOSHead(nn.Module):
 
     # ------------------------------------------------------------------ points and targets
     def points(self, head_outputs: HeadOutputs) -> Points:
-        sizes = [tuple(t.shape[-2:]) for t in head_outputs["cls"]]
+        sizes = [(t.shape[-2], t.shape[-1]) for t in head_outputs["cls"]]
         return make_points(sizes, self.strides, self.regress_ranges, head_outputs["cls"][0].device)
 
     def assign_batch(self, targets: list[dict[str, Tensor]], points: Points) -> tuple[Tensor, Tensor]:
@@ -240,7 +242,7 @@ class FCOS(nn.Module):
             if len(targets) != images.shape[0]:
                 raise ValueError(f"targets: {len(targets)} entries for a batch of {images.shape[0]} images")
             return self.head.compute_loss(head_outputs, targets)
-        return self.head.postprocess(head_outputs, tuple(images.shape[-2:]))
+        return self.head.postprocess(head_outputs, (images.shape[-2], images.shape[-1]))
 
 
 def build_parts(cfg: ModelConfig) -> tuple[InputNormalizer, nn.Module, FPN]:

@@ -1,4 +1,5 @@
-"""The three FCOS detection losses, normalised as mmdet's FCOSHead does (BAFE_REFERENCE §4).
+"""The three FCOS detection losses, normalised as mmdet's FCOSHead does (as GrokCV/BAFE-Net
+``configs/detection/fcos_changer_seg/`` configures it).
 
 * classification: sigmoid focal loss (torchvision) summed over ALL points / num_pos;
 * box: -log IoU (non-legacy, IoU clamped at eps 1e-6) or 1 - GIoU on positives, weighted by

@@ -1,4 +1,4 @@
-"""FCOS points and target assignment (mmdet FCOSHead semantics, BAFE_REFERENCE §4).
+"""FCOS points and target assignment (mmdet FCOSHead semantics, as GrokCV/BAFE-Net configures them).
 
 Points sit at (i + 0.5) x stride (mmdet MlvlPointGenerator offset 0.5), listed level by
 level, row-major inside a level -- the same order as the flattened head outputs.

@@ -1,6 +1,6 @@
 """LSKNet-T / LSKNet-S backbones (Large Selective Kernel Network) returning C2..C5.
 
-Architecture as in the reference mmrotate ``lsknet.py`` (OSCAR_LSKNET_SIRSTV2_REFERENCE §4):
+Architecture as in the reference (zcablii/LSKNet ``mmrotate/models/backbones/lsknet.py``):
 four stages, each an overlapping patch embed (conv + BN), ``depths[i]`` blocks and a LayerNorm
 over channels whose output is the stage's feature map. A block is
 

@@ -1,6 +1,6 @@
 """FPN neck: torchvision's FeaturePyramidNetwork with mmdet's extra-level rules.
 
-Reference (BAFE_REFERENCE §3.1): P3-P5 from C3-C5 with 1x1 laterals (bias), nearest
+Reference (GrokCV/BAFE-Net ``configs/detection/fcos_changer_seg/``, mmdet's ``FPN``): P3-P5 from C3-C5 with 1x1 laterals (bias), nearest
 top-down, 3x3 output convs, Xavier-uniform init. Extra levels P6, P7 follow mmdet
 ``add_extra_convs='on_output', relu_before_extra_convs=True``: P6 = conv3x3/2(P5 output),
 P7 = conv3x3/2(relu(P6)) -- torchvision's LastLevelP6P7 computes the same, but only for
@@ -64,7 +64,8 @@ class FPN(nn.Module):
         for m in self.modules():  # mmdet FPN init: Xavier uniform, zero bias
             if isinstance(m, nn.Conv2d):
                 nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
 
     def forward(self, feats: list[Tensor]) -> list[Tensor]:
         inputs = OrderedDict((str(i), feats[i]) for i in self.use_levels)

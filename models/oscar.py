@@ -76,7 +76,8 @@ class FlexFPN(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
         # the output convs of levels never returned: counted (as the reference counts them) but
         # never run, so frozen -- DDP would otherwise stop on parameters without gradients
         for i, block in enumerate(self.fpn.layer_blocks):
@@ -234,7 +235,7 @@ class OSCARHead(nn.Module):
                 losses[f"loss_{level}_box"] = pred_boxes.sum() * 0.0
         if self.noco_branch:
             noco_logits = out["noco"].float()
-            goal = noco_targets(images, targets, tuple(noco_logits.shape[-2:]))
+            goal = noco_targets(images, targets, (noco_logits.shape[-2], noco_logits.shape[-1]))
             bce = F.binary_cross_entropy_with_logits(noco_logits, goal, reduction="none")
             quality = (noco_logits.sigmoid() - goal).abs().pow(2.0)
             losses["loss_noco"] = self.noco_loss_weight * (bce * quality).mean()
@@ -296,7 +297,7 @@ class OSCAR(nn.Module):
             if len(targets) != images.shape[0]:
                 raise ValueError(f"targets: {len(targets)} entries for a batch of {images.shape[0]} images")
             return self.head.compute_loss(out, images, targets)
-        return self.head.postprocess(out, tuple(images.shape[-2:]))
+        return self.head.postprocess(out, (images.shape[-2], images.shape[-1]))
 
 
 # ODI's released OSCAR (OSCAR_LSKNET_SIRSTV2_REFERENCE §2): FlexResNet-18 deep stem from random

@@ -1,7 +1,7 @@
 """OSCAR's training targets: all-scale pseudo-box assignment and the NoCo regression map.
 
-Assignment (OSCAR_LSKNET_SIRSTV2_REFERENCE §2.3, ODI ``_get_coarse_target_single`` /
-``_get_refine_target_single``), per level of stride s with pseudo-box side L:
+Assignment (YimianDai/open-deepinfrared ``deepir/models/dense_heads/oscar/oscar_w_noco_head.py``,
+``_get_coarse_target_single`` / ``_get_refine_target_single``), per level of stride s with pseudo-box side L:
 
 1. a GT box whose AREA is <= L^2 is replaced by an L x L square on its centre (the switch
    is on area, not per axis, so a thin box larger than L^2 keeps its real shape);

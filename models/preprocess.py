@@ -28,8 +28,13 @@ class InputNormalizer(nn.Module):
     so a stem adapted by summing pretrained RGB kernels sees the same statistics.
     """
 
+    mean: Tensor  # buffers registered in __init__
+    std: Tensor
+
     def __init__(self, input_norm: str = "caffe", in_channel_mode: str = "replicate") -> None:
         super().__init__()
+        mean: tuple[float, ...]
+        std: tuple[float, ...]
         if input_norm == "caffe":
             mean, std = CAFFE_MEAN, CAFFE_STD
         elif input_norm == "imagenet":

@@ -108,6 +108,7 @@ from torchvision.ops import MultiScaleRoIAlign
 
 from irstdlab.models.config import ModelConfig
 from irstdlab.models.fcos import build_parts
+from irstdlab.models.necks import FPN
 from irstdlab.models.precision import float32_outputs, float32_postprocess
 from irstdlab.models.registry import register
 
@@ -132,7 +133,7 @@ class FPNFeatures(nn.Module):
     FPN width and ``strides`` the levels' strides.
     """
 
-    def __init__(self, preprocess: nn.Module, body: nn.Module, fpn: nn.Module) -> None:
+    def __init__(self, preprocess: nn.Module, body: nn.Module, fpn: FPN) -> None:
         super().__init__()
         self.preprocess = preprocess
         self.body = body
@@ -203,6 +204,7 @@ def clean_targets(targets: list[dict[str, Any]], image_size: tuple[int, int], la
 
 
 def _set_prior(cls_logits: nn.Conv2d, prior_prob: float) -> None:
+    assert cls_logits.bias is not None, "a classifier conv with a bias"
     nn.init.constant_(cls_logits.bias, -math.log((1 - prior_prob) / prior_prob))
 
 
@@ -222,13 +224,13 @@ class TVDetectorMixin:
         if self.training and targets is not None:
             if len(targets) != images.shape[0]:
                 raise ValueError(f"targets: {len(targets)} entries for a batch of {images.shape[0]} images")
-            losses = super().forward(images, clean_targets(targets, tuple(images.shape[-2:]), self.train_label))
+            losses = super().forward(images, clean_targets(targets, (images.shape[-2], images.shape[-1]), self.train_label))  # type: ignore[misc]
             return {LOSS_NAMES.get(k, k): v for k, v in losses.items()}
         was_training = self.training
         if was_training:
             self.eval()
         try:
-            detections = super().forward(images)
+            detections = super().forward(images)  # type: ignore[misc]
         finally:
             if was_training:
                 self.train()

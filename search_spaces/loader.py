@@ -307,7 +307,8 @@ def _distribution(path: str, kind: str, spec: dict[str, Any], annotation: Any, e
             raise err(key, "step: not allowed with loguniform")
     if step is not None and (not isinstance(step, (int, float)) or isinstance(step, bool) or step <= 0):
         raise err(key, f"step: must be a number > 0, got {step!r}")
-    return Parameter(path, kind, low=float(low), high=float(high), step=None if step is None else float(step))
+    return Parameter(path, "loguniform" if kind == "loguniform" else "uniform", low=float(low), high=float(high),
+                     step=None if step is None else float(step))
 
 
 def _base_type(annotation: Any) -> Any:

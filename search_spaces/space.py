@@ -143,7 +143,7 @@ class SearchSpace:
         points: list[dict[str, Any]] = [{}]
         for param in self.parameters:
             values = param.grid_values()
-            nxt = []
+            nxt: list[dict[str, Any]] = []
             for point in points:
                 nxt.extend({**point, param.path: v} for v in values) if param.active(point) else nxt.append(point)
             points = nxt
@@ -167,7 +167,7 @@ class SearchSpace:
             from irstdlab.harness.config import load_source
 
             object.__setattr__(self, "base_config", load_source(self.base)[0])  # read once, kept as data
-        raw = copy.deepcopy(self.base_config)
+        raw = copy.deepcopy(self.base_config or {})
         for path, value in self.overrides.items():
             configtree.set_path(raw, path.split("."), value)
         configtree.set_path(raw, ["schedule", "epochs"], self.budget.max_epochs)

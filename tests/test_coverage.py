@@ -1,6 +1,6 @@
 """`irstdlab models coverage`: the recipe's own assignment, asked which boxes it makes positive.
 
-Numbers measured with this code (the reference's full-set fact is BAFE_REFERENCE §4: 34.7% of the
+Numbers measured with this code (on the reference's recipe, 34.7% of the
 resized test_v2 boxes contain a stride-8 point; on the full GrokCV/DenseSIRST test_v2 this command
 prints 1200 / 3454 = 0.3474):
 

@@ -1,5 +1,6 @@
 """BAFE-Net's exchange pieces against straightforward per-sample re-implementations written here
-from the reference's description (BAFE_REFERENCE §3.3), plus gradient flow of the selectors."""
+from the released head (GrokCV/BAFE-Net deepir/models/dense_heads/fcos_changer_seg_head.py), plus gradient
+flow of the selectors."""
 
 from __future__ import annotations
 
@@ -88,7 +89,7 @@ def test_lsk_module_and_layer_follow_the_formula_and_parameter_counts():
     torch.testing.assert_close(y2, _lsk_attend_reference(mod, x2))
     score = layer(x1)
     torch.testing.assert_close(score, torch.sigmoid((x1 * _lsk_attend_reference(layer, x1)).mean((2, 3))))
-    # BAFE_REFERENCE §3.3: LSKModule(256) = 118,470; ChannelEx = 135,046 (MLP 16,576 + LSKLayer)
+    # counted on the released head at 256 channels: LSKModule(256) = 118,470; ChannelEx = 135,046 (MLP 16,576 + LSKLayer)
     assert sum(p.numel() for p in LSKModule(256).parameters()) == 118_470
     ex = ChannelExchange(256, 0.5, "dynamic", "mlp", 64)
     assert sum(p.numel() for p in ex.parameters()) == 135_046

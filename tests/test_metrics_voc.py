@@ -280,7 +280,8 @@ def test_both_modes_give_one_on_a_perfect_curve(n):
 
 
 def test_reference_shift_example_fails_at_half():
-    # BAFE_REFERENCE §5.1: true extent [203,36,206,40] vs the -1 shifted GT [202,35,205,39]:
+    # the reference evaluates against GT shifted by -1 with mmdet's legacy +1 areas:
+    # true extent [203,36,206,40] vs the -1 shifted GT [202,35,205,39]:
     # legacy widths 4 and heights 5 -> areas 20; intersection 3 x 4 = 12; IoU 12 / (40 - 12)
     gt, pred = np.array([[202, 35, 205, 39.0]]), np.array([[203, 36, 206, 40.0]])
     assert box_iou(pred, gt, legacy_coordinates=True)[0, 0] == pytest.approx(12 / 28, abs=1e-6)

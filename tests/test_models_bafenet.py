@@ -121,7 +121,7 @@ def test_parameter_counts_and_macs_match_the_reference():
     def n(module):
         return sum(p.numel() for p in module.parameters())
 
-    # BAFE_REFERENCE §3.3, the *used* parameters of the reference head
+    # the *used* parameters of the released head (GrokCV/BAFE-Net fcos_changer_seg_head.py), counted
     assert n(head.cls_tower) == n(head.reg_tower) == n(head.seg_tower) == 2_361_344
     assert n(head.convs_cls) == n(head.convs_seg) == 590_976
     assert n(head.lsk) == 118_470

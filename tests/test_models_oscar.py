@@ -85,7 +85,7 @@ def test_assignment_on_hand_made_boxes():
 
 
 def test_every_sirstv2_mini_target_gets_a_refine_positive(sirstv2_root):
-    """§2.3: after the (1000, 600) keep-ratio resize every target has >= 1 positive at P2 (L = 6)."""
+    """OSCAR's all-scale assignment: after the (1000, 600) keep-ratio resize every target has >= 1 positive at P2 (L = 6)."""
     from irstdlab.datasets.readers import SirstV2
     from irstdlab.datasets.transforms import Resize
 
@@ -219,7 +219,7 @@ def test_paper_preset_validates():
 def test_mnocoap_evaluation_path_on_sirstv2_mini_with_keep_ratio_batches(sirstv2_root):
     """GT boxes fed through the evaluation loop (keep-ratio (1000, 600) resize, batches padded to
     their largest image, boxes mapped back to the original image) score what the metric scores
-    on the original images directly: the GT-box oracle, 0.74 on the full test set (§3.4)."""
+    on the original images directly: the GT-box oracle, 0.74 on the full SIRST-V2 test set."""
     from torch.utils.data import DataLoader
 
     from irstdlab.datasets.build import AugmentConfig, DataConfig, build_datasets, collate_eval
