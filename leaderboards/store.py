@@ -266,8 +266,8 @@ def validate(lb: Leaderboard) -> ValidationReport:
             invalid.append((key, "fidelity", f"{rec.fidelity} outside [0, 1]"))
     runs = df.dropna(subset=["config_hash", "seed"])
     repeated = int(runs.duplicated(["search", "config_hash", "seed", "protocol", "dataset"], keep=False).sum())
-    temps = sum(1 for info in su.listdir(lb.location, recursive=True)
-                if info.base_name.startswith(".tmp-") and f"/{PARTITION}" in info.path)
+    temps = sum(1 for part in lb.partitions() for info in su.listdir(lb.location.join(f"{PARTITION}{part}"))
+                if info.base_name.startswith(".tmp-"))
     return ValidationReport(str(lb.root), len(res.skipped) + res.files, res.files, t.num_rows,
                             res.raw_rows - t.num_rows, res.skipped, res.retyped, invalid, repeated, temps)
 
