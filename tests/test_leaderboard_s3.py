@@ -301,3 +301,27 @@ def test_cli_refuses_a_secret_in_the_uri_without_printing_it(s3_bucket):
     proc = _cli("leaderboard", "show", f"{s3_bucket}/lb?secret_key=hunter2")
     line = _one_line_exit_2(proc, s3_bucket, "credentials do not belong in the URI")
     assert "hunter2" not in line
+
+
+def test_importance_reads_the_stored_space_from_s3(s3_bucket, capsys):
+    import json
+
+    import irstdlab.leaderboards as lb
+    from irstdlab.harness.cli import main
+    from irstdlab.search_spaces import loader
+    from test_leaderboard_importance import SPACE, _known_rows
+
+    storage = f"{s3_bucket}/runs"
+    board = lb.open(f"{storage}/leaderboard")
+    space_hash = loader.parse(SPACE, "known.yaml").space_hash
+    for r in _known_rows(n=12):
+        board.append({**r, "space_hash": space_hash})
+    assert main(["leaderboard", "importance", "--storage", storage, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["distributions"].startswith("inferred") and f"no stored space at {storage}/known/" in \
+        out["distributions"]
+    state = {"name": "known", "space_source": "known.yaml", "space_text": SPACE, "space_folder": None}
+    su.write_bytes(su.resolve(f"{storage}/known/irstdlab-search.json"), json.dumps(state).encode())
+    assert main(["leaderboard", "importance", "--storage", storage, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["distributions"] == f"the stored space of search known ({storage}/known/irstdlab-search.json)"
