@@ -66,6 +66,17 @@ def read_objects(objects: Sequence[Location]) -> list[tuple[pa.Table | None, str
         return list(ex.map(read_object, objects))
 
 
+def delete_objects(objects: Sequence[Location]) -> int:
+    """Delete each; returns how many were still there (a concurrent compaction may have been first).
+    Parallel on object stores, where one DELETE is one round trip."""
+    if not objects:
+        return 0
+    if objects[0].is_local:
+        return sum(su.delete(o) for o in objects)
+    with ThreadPoolExecutor(min(32, len(objects))) as ex:
+        return sum(ex.map(su.delete, objects))
+
+
 def list_objects(root: Location, search: str | None = None) -> list[tuple[str, Location]]:
     """(search, object) for every data object under ``root`` (or one partition), in reading order:
     per search, compacted objects first, so that on equal ``written_at`` a later per-row one wins.
