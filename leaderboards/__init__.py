@@ -5,9 +5,9 @@ documentation is in ``SCHEMA.md``. Imports only pandas / pyarrow / numpy (matplo
 lazily, inside the plot functions).
 """
 
-from irstdlab.leaderboards.errors import LeaderboardError
+from irstdlab.leaderboards.errors import LeaderboardError, StorageError
 from irstdlab.leaderboards.schema import SCHEMA_VERSION, STATUSES
 from irstdlab.leaderboards.store import Leaderboard, LeaderboardWarning, check_search_name, open
 
 __all__ = ["Leaderboard", "LeaderboardError", "LeaderboardWarning", "SCHEMA_VERSION", "STATUSES",
-           "check_search_name", "open"]
+           "StorageError", "check_search_name", "open"]

@@ -16,3 +16,10 @@ class LeaderboardError(Exception):
         self.where = str(where) if where is not None else None
         self.problem = " ".join(str(problem).split())  # one line, always
         super().__init__(f"{self.where}: {self.problem}" if self.where else self.problem)
+
+
+class StorageError(LeaderboardError):
+    """Storage cannot be used: a bad URI, refused credentials, a missing bucket, an unreachable endpoint.
+
+    One line naming the URI (secrets removed); the CLI prints it and exits 2 like every LeaderboardError.
+    """

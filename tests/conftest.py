@@ -61,3 +61,46 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3 wire-protocol server on loopback (moto's standalone server, as Ray's storage tests
+    use); yields its endpoint URL. Skips when moto[server] is not installed."""
+    server_mod = pytest.importorskip("moto.server")
+    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=_free_port(), verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+S3_TEST_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
+               "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.fixture()
+def s3_bucket(s3_server, monkeypatch) -> str:
+    """A fresh empty bucket on the loopback server; returns ``s3://<bucket>``. The environment holds
+    dummy credentials and ``AWS_ENDPOINT_URL`` (subprocesses started by the test inherit them)."""
+    import uuid
+
+    boto3 = pytest.importorskip("boto3")
+    for key, value in S3_TEST_ENV.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
+    for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(key, raising=False)
+    name = f"irstdlab-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1").create_bucket(Bucket=name)
+    return f"s3://{name}"
