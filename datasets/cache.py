@@ -36,6 +36,7 @@ import json
 import os
 import shutil
 import sys
+import time
 import uuid
 import zlib
 from dataclasses import asdict, dataclass
@@ -141,7 +142,9 @@ def _has_room(folder: Path, needed: int) -> bool:
 class CachedSplit:
     """A cached split as a dataset of :class:`Sample` (read-only views into shared memory maps).
 
-    Picklable without its maps (a DataLoader worker re-opens them), so workers share the pages."""
+    The maps open at once, so a later prune of the folder (its source files changed) cannot pull
+    them from under a running trial (Linux keeps unlinked mapped files). Forked loader workers
+    inherit them; a pickled copy (spawned workers) re-opens them by path."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
@@ -151,6 +154,7 @@ class CachedSplit:
         self.ids = [str(i) for i in self.index["ids"]]
         self.meta = dict(self.manifest["meta"])
         self._maps: dict[str, np.ndarray] | None = None
+        self._pixels()
 
     def __getstate__(self) -> dict[str, Any]:
         return dict(self.__dict__, _maps=None)
@@ -329,11 +333,15 @@ def open_cached(key: CacheKey, files: Sequence[Path], samples: Any, *, estimate_
                 except CacheCorrupt:
                     _discard(final)
             tmp = target / f".tmp-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            started = time.perf_counter()
             try:
                 _write_entry(tmp, samples(), key.size is not None or key.scale is not None,
                              dict(meta or {}))
                 try:
                     tmp.rename(final)
+                    log(f"data cache: built {final} ({key.dataset} {key.split}, "
+                        f"{sum(f.stat().st_size for f in final.iterdir()) / 2**20:.1f} MiB, "
+                        f"{time.perf_counter() - started:.1f} s)")
                 except OSError as exc:  # lost a race with an unlocked builder: use the winner's
                     if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
                         raise
