@@ -279,7 +279,7 @@ def _cached_bases(cfg: DataConfig, readers: dict[str, Any], originals_for: set[s
             side = (max(cfg.scale), min(cfg.scale)) if cfg.scale else (cfg.size, cfg.size)
             if not resized:
                 side = reader[0].size
-            key = CacheKey(cfg.dataset, str(Path(cfg.root).resolve()), reader.split, cfg.protocol,
+            key = CacheKey(cfg.dataset, str(Path(str(cfg.root)).resolve()), reader.split, cfg.protocol,
                            cfg.size if resized and cfg.scale is None else None, cfg.scale if resized else None)
             entries[(id(reader), resized)] = open_cached(
                 key, source_files(reader), samples, cache_dir=cfg.cache_dir,

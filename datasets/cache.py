@@ -211,9 +211,18 @@ def check_entry(folder: Path) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ building
 def _write_entry(folder: Path, samples: Iterator[Sample], resized: bool, meta: dict[str, Any]) -> None:
     folder.mkdir(parents=True)
-    ids, shapes, orig_sizes, scales, pads, spans, orig_spans = [], [], [], [], [], [], []
-    boxes, orig_boxes, offsets = [], [], {"image": [], "sky": []}
+    ids: list[str] = []
+    shapes: list[tuple[int, int]] = []
+    orig_sizes: list[tuple[int, int]] = []
+    scales: list[Any] = []
+    pads: list[Any] = []
+    spans: list[tuple[int, int]] = []
+    orig_spans: list[tuple[int, int]] = []
+    boxes: list[np.ndarray] = []
+    orig_boxes: list[np.ndarray] = []
+    offsets: dict[str, list[int]] = {"image": [], "sky": []}
     written = {"image": 0, "sky": 0}
+    box_count = orig_count = 0
     with open(folder / "image.u8", "wb") as image_file, open(folder / "sky.u8", "wb") as sky_file:
         outs = {"image": image_file, "sky": sky_file}
         for sample in samples:
@@ -230,12 +239,12 @@ def _write_entry(folder: Path, samples: Iterator[Sample], resized: bool, meta: d
                 data = np.ascontiguousarray(plane, np.uint8).tobytes()
                 outs[name].write(data)
                 written[name] += len(data)
-            start = sum(len(b) for b in boxes)
             boxes.append(np.asarray(sample.boxes, np.float32).reshape(-1, 4))
-            spans.append((start, start + len(boxes[-1])))
-            ostart = sum(len(b) for b in orig_boxes)
+            spans.append((box_count, box_count + len(boxes[-1])))
+            box_count += len(boxes[-1])
             orig_boxes.append(np.asarray(sample.meta["orig_boxes"], np.float32).reshape(-1, 4))
-            orig_spans.append((ostart, ostart + len(orig_boxes[-1])))
+            orig_spans.append((orig_count, orig_count + len(orig_boxes[-1])))
+            orig_count += len(orig_boxes[-1])
     np.savez(folder / INDEX, ids=np.asarray(ids, dtype=str), shape=np.asarray(shapes, np.int64).reshape(-1, 2),
              orig_size=np.asarray(orig_sizes, np.int64).reshape(-1, 2),
              scale=np.asarray(scales, np.float64).reshape(-1, 2), pad=np.asarray(pads, np.int64).reshape(-1, 2),

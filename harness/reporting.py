@@ -125,7 +125,7 @@ def format_progress(m: dict[str, Any]) -> str:
         parts.append(f"{m['images_per_s']:.1f} img/s")
     data_s, step_s = m.get("train/time_data_s"), m.get("train/time_step_s")
     if isinstance(data_s, float) and isinstance(step_s, float):  # is the loader the bottleneck?
-        parts.append(f"data {data_s:.1f}s / step {step_s:.1f}s ({data_s / max(data_s + step_s, 1e-9):.0%} waiting)")
+        parts.append(f"data {data_s:.3g}s / step {step_s:.3g}s ({data_s / max(data_s + step_s, 1e-9):.0%} waiting)")
     return "  ".join(parts)
 
 
@@ -281,7 +281,10 @@ def _ray_cpus(fallback: int) -> int:
     """The CPUs Ray granted this actor (a whole node's affinity would oversubscribe shared nodes)."""
     import ray
 
-    granted = ray.get_runtime_context().get_assigned_resources().get("CPU")
+    try:
+        granted = ray.get_runtime_context().get_assigned_resources().get("CPU")
+    except Exception:  # noqa: BLE001 - sizing the loader must never fail a trial
+        return fallback
     return max(1, int(granted)) if granted else fallback
 
 
