@@ -26,7 +26,7 @@ import numpy as np
 
 from irstdlab.datasets.errors import DatasetError
 from irstdlab.datasets.sample import Sample
-from irstdlab.datasets.transforms import (Compose, HorizontalFlip, TransformConfig, build_transforms,
+from irstdlab.datasets.transforms import (Compose, HorizontalFlip, Resize, TransformConfig, build_transforms,
                                           collate_detection)
 
 # role -> split name, per data set and selection mode
@@ -159,9 +159,13 @@ class TransformedDataset:
     original image coordinates for evaluation.
     """
 
-    def __init__(self, base: Any, transform: Any, seed: int = 0, repeat: int = 1, keep_original: bool = False) -> None:
-        self.base = base
+    def __init__(self, base: Any, transform: Any, seed: int = 0, repeat: int = 1, keep_original: bool = False,
+                 cached: Any = None, cached_transform: Any = None) -> None:
+        self.base = base  # the untransformed samples
         self.transform = transform
+        # the same samples already resized by `transform`'s first step (datasets/cache.py), and the
+        # steps after it: what __getitem__ reads when given
+        self.cached, self.cached_transform = cached, cached_transform
         self.seed = int(seed)
         self.repeat = int(repeat)
         self.keep_original = keep_original  # meta["orig_image"]: the untransformed grey image (mNoCoAP)
@@ -176,14 +180,15 @@ class TransformedDataset:
     def __getitem__(self, index: int) -> Sample:
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} samples")
-        sample = self.base[index % len(self.base)]
+        source, transform = (self.base, self.transform) if self.cached is None else (self.cached, self.cached_transform)
+        sample = source[index % len(self.base)]
         # a cached base is already resized and carries its original boxes (and image) in meta
         orig_boxes = np.array(sample.meta.get("orig_boxes", sample.boxes), np.float32)
         sample = sample.copy(meta=dict(sample.meta, orig_boxes=orig_boxes))
         if self.keep_original and "orig_image" not in sample.meta:
             sample.meta["orig_image"] = sample.image
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        return self.transform(sample, rng)
+        return transform(sample, rng)
 
 
 def collate_eval(samples: Sequence[Sample]):
@@ -263,7 +268,6 @@ def _cached_bases(cfg: DataConfig, readers: dict[str, Any], originals_for: set[s
     from pathlib import Path
 
     from irstdlab.datasets.cache import CacheKey, open_cached, source_files
-    from irstdlab.datasets.transforms import Resize
 
     resize = Resize(cfg.protocol, cfg.size, cfg.scale)
     entries: dict[tuple[int, bool], Any] = {}  # val and test may be one split: one entry
@@ -317,19 +321,22 @@ def build_datasets(data_cfg: DataConfig, augment_cfg: AugmentConfig, seed: int =
         train_tf = build_transforms(geometry, train=True, augment=_bagcp(
             augment_cfg, base["train"], base["train"], build_transforms(geometry, train=True)))
         eval_tf = build_transforms(TransformConfig(data_cfg.protocol, data_cfg.size, 0.0, data_cfg.scale), train=False)
-        train, val, test = base["train"], base["val"], base["test"]
-    else:  # already resized: the same steps minus the resize (which draws no random numbers)
-        flip = [HorizontalFlip(augment_cfg.hflip)] if augment_cfg.hflip > 0 else []
-        train, val, test = cached["train"], cached["val"], cached["test"]
-        train_tf = Compose(flip + _bagcp(augment_cfg, cached.get("train/original"), train, Compose(flip)))
-        eval_tf = Compose([])
-        if keep_original:
-            val, test = WithOriginals(val, cached["val/original"]), WithOriginals(test, cached["test/original"])
-    return {
-        "train": TransformedDataset(train, train_tf, seed=seed, repeat=data_cfg.repeat),
-        "val": TransformedDataset(val, eval_tf, seed=seed, keep_original=keep_original),
-        "test": TransformedDataset(test, eval_tf, seed=seed, keep_original=keep_original),
-    }
+        return {
+            "train": TransformedDataset(base["train"], train_tf, seed=seed, repeat=data_cfg.repeat),
+            "val": TransformedDataset(base["val"], eval_tf, seed=seed, keep_original=keep_original),
+            "test": TransformedDataset(base["test"], eval_tf, seed=seed, keep_original=keep_original),
+        }
+    # already resized: the same steps minus the resize (which draws no random numbers)
+    flip = [HorizontalFlip(augment_cfg.hflip)] if augment_cfg.hflip > 0 else []
+    bagcp = _bagcp(augment_cfg, cached.get("train/original"), cached["train"], Compose(flip))
+    resize = Resize(data_cfg.protocol, data_cfg.size, data_cfg.scale)
+    sets = {"train": TransformedDataset(base["train"], Compose([resize, *flip, *bagcp]), seed=seed,
+                                        repeat=data_cfg.repeat, cached=cached["train"], cached_transform=Compose(flip + bagcp))}
+    for role in ("val", "test"):
+        resized = WithOriginals(cached[role], cached[f"{role}/original"]) if keep_original else cached[role]
+        sets[role] = TransformedDataset(base[role], Compose([resize]), seed=seed, keep_original=keep_original,
+                                        cached=resized, cached_transform=Compose([]))
+    return sets
 
 
 __all__ = ["IN_MEMORY_SPLITS", "AugmentConfig", "DataConfig", "TransformedDataset", "build_datasets", "collate_eval", "SPLITS"]
