@@ -1,6 +1,7 @@
 """Data-pipeline throughput: load + resize, with and without BAG-CP, at 512x512.
 
 Run from the repo root:  python benchmarks/bench_data.py [--root PATH] [--passes 3]
+                         python benchmarks/bench_data.py --cache-compare [--passes 5]
 
 Reads DenseSIRST-mini (``../shared/data/DenseSIRST-mini/SIRSTdevkit`` by default); without
 it, falls back to the synthetic set written to a temporary folder (same reader, same
@@ -8,12 +9,19 @@ layout) and says so.  Every stage is timed per sample inside one loop (so machin
 hits all stages alike); the table gives samples/s for load+resize+flip alone and with
 each BAG-CP recipe, and the overhead ratio.  Goal: BAG-CP adds <= 20 %.
 Results go to ``benchmarks/results/bench_data.json``.
+
+``--cache-compare``: a trial's training set (``build_datasets``: resize, flip) read sample by sample
+with the node's decoded-data cache (``datasets/cache.py``, built fresh in a temporary folder) and
+without it, in alternating passes of one run; then the in-memory synthetic set's rate, which the cache
+leaves alone. Prints a table and, as the last stdout line, a JSON object with ``cache_speedup``
+(goal >= 3).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -23,7 +31,67 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_ROOT = REPO.parent / "shared" / "data" / "DenseSIRST-mini" / "SIRSTdevkit"
+SHARED_DATA = Path(os.environ.get("IRSTDLAB_SHARED_DATA", REPO.parent / "shared" / "data"))
+DEFAULT_ROOT = SHARED_DATA / "DenseSIRST-mini" / "SIRSTdevkit"
+
+
+def _rate(dataset, passes_times: list[float]) -> None:
+    """Append the seconds of each sample of one pass over ``dataset`` to ``passes_times``."""
+    for i in range(len(dataset)):
+        t0 = time.perf_counter()
+        dataset[i]
+        passes_times.append(time.perf_counter() - t0)
+
+
+def cache_compare(args: argparse.Namespace) -> int:
+    """Samples/s of the training set with and without the cache, side by side."""
+    import shutil
+
+    from irstdlab.datasets.build import AugmentConfig, DataConfig, build_datasets
+
+    if not (args.root / "PNGImages").is_dir():
+        print(f"{args.root} not found (set IRSTDLAB_SHARED_DATA or --root)", file=sys.stderr)
+        return 2
+    base = Path("/dev/shm") if Path("/dev/shm").is_dir() else None  # where the cache goes by default
+    cache_dir = Path(tempfile.mkdtemp(prefix="irstdlab-bench-cache-", dir=base))
+    try:
+        data = DataConfig(dataset="densesirst", root=str(args.root), protocol=args.protocol, size=args.size,
+                          selection="reference", cache_dir=str(cache_dir))
+        t0 = time.perf_counter()
+        cached = build_datasets(data, AugmentConfig(), seed=args.seed)["train"]
+        build_s = time.perf_counter() - t0
+        plain = build_datasets(DataConfig(**{**data.__dict__, "cache": False}), AugmentConfig(), seed=args.seed)["train"]
+        times: dict[str, list[float]] = {"uncached": [], "cached": []}
+        for epoch in range(args.passes):  # alternate, so load on the machine hits both alike
+            for name, dataset in (("uncached", plain), ("cached", cached)):
+                dataset.set_epoch(epoch)
+                _rate(dataset, times[name])
+    finally:
+        shutil.rmtree(cache_dir, ignore_errors=True)
+    synth_cfg = DataConfig(size=128, synthetic_images=(64, 1, 1))  # quickstart's geometry
+    synth = build_datasets(synth_cfg, AugmentConfig(), seed=args.seed)["train"]
+    times["synthetic"] = []
+    for epoch in range(args.passes):
+        synth.set_epoch(epoch)
+        _rate(synth, times["synthetic"])
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    mean = {k: float(np.mean(v)) for k, v in times.items()}
+    speedup = med["uncached"] / med["cached"]
+    print(f"data: {args.root}  split=trainval_v2 (train role, selection reference)  images={len(plain)}  "
+          f"passes={args.passes}  size={args.size}  protocol={args.protocol}")
+    print(f"{'training set (resize, flip)':36s} {'samples/s':>10s} {'(mean)':>8s} {'ms/sample':>10s}")
+    labels = {"uncached": "DenseSIRST-mini, decoded each time", "cached": "DenseSIRST-mini, from the cache",
+              "synthetic": "in-memory synthetic (128 px)"}
+    for key, label in labels.items():
+        print(f"{label:36s} {1 / med[key]:10.1f} {1 / mean[key]:8.1f} {1000 * med[key]:10.2f}")
+    print(f"cache built once in {build_s:.2f} s ({len(plain)} images); speedup {speedup:.1f}x (medians), "
+          f"{mean['uncached'] / mean['cached']:.1f}x (means)")
+    result = {"cache_speedup": round(speedup, 2), "cache_speedup_mean": round(mean["uncached"] / mean["cached"], 2),
+              "samples_per_s": {k: round(1 / v, 1) for k, v in med.items()}, "cache_build_s": round(build_s, 3),
+              "images": len(plain), "passes": args.passes, "size": args.size, "protocol": args.protocol,
+              "goal_speedup_min": 3.0}
+    print(json.dumps(result))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,7 +103,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--passes", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "bench_data.json")
+    parser.add_argument("--cache-compare", action="store_true",
+                        help="samples/s of a trial's training set with and without the decoded-data cache")
     args = parser.parse_args(argv)
+    if args.cache_compare:
+        import cv2
+
+        cv2.setNumThreads(1)  # a data-loader worker is one process on one core
+        return cache_compare(args)
 
     import cv2
 

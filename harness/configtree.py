@@ -177,8 +177,18 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(to_dict(obj), sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
+def _recipe_dict(obj: Any) -> Any:
+    """``to_dict`` without the fields marked ``metadata={"hash": False}`` (run settings, not recipe)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _recipe_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                if f.metadata.get("hash", True)}
+    return to_dict(obj)
+
+
 def config_hash(obj: Any, length: int = 12) -> str:
-    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:length]
+    """Hash of what the config computes: run settings such as loader processes are left out."""
+    text = json.dumps(_recipe_dict(obj), sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

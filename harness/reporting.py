@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -47,6 +48,13 @@ class Reporter:
 
     def prepare_model(self, model: nn.Module, device: torch.device) -> nn.Module:
         return model.to(device)
+
+    def cpus(self) -> int:
+        """CPU cores this trial may use (sizes ``data.num_workers: auto``): the process's affinity."""
+        try:
+            return len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):  # pragma: no cover - not Linux
+            return os.cpu_count() or 1
 
     def prepare_loader(self, loader: DataLoader) -> DataLoader:
         return loader
@@ -115,6 +123,9 @@ def format_progress(m: dict[str, Any]) -> str:
         parts.append(f"lr={m['lr']:.3g}")
     if "images_per_s" in m:
         parts.append(f"{m['images_per_s']:.1f} img/s")
+    data_s, step_s = m.get("train/time_data_s"), m.get("train/time_step_s")
+    if isinstance(data_s, float) and isinstance(step_s, float):  # is the loader the bottleneck?
+        parts.append(f"data {data_s:.3g}s / step {step_s:.3g}s ({data_s / max(data_s + step_s, 1e-9):.0%} waiting)")
     return "  ".join(parts)
 
 
@@ -189,6 +200,9 @@ class RayTrainReporter(Reporter):
         return ray.train.torch.prepare_model(model, move_to_device=False,
                                              parallel_strategy_kwargs={"find_unused_parameters": True})
 
+    def cpus(self) -> int:
+        return _ray_cpus(super().cpus())
+
     def prepare_loader(self, loader: DataLoader) -> DataLoader:
         import ray.train.torch
 
@@ -224,6 +238,9 @@ class TuneReporter(Reporter):
         self.record_sent = False
         self.last_epoch = 0  # the epoch a failure report names
 
+    def cpus(self) -> int:
+        return _ray_cpus(super().cpus())
+
     def restore_dir(self) -> Path | None:
         import ray.tune
 
@@ -258,6 +275,17 @@ class TuneReporter(Reporter):
 
         self.record_sent = False  # a failure report always carries the record
         ray.tune.report(self._payload({"epoch": self.last_epoch, FAILURE_FIELD: reason}))
+
+
+def _ray_cpus(fallback: int) -> int:
+    """The CPUs Ray granted this actor (a whole node's affinity would oversubscribe shared nodes)."""
+    import ray
+
+    try:
+        granted = ray.get_runtime_context().get_assigned_resources().get("CPU")
+    except Exception:  # noqa: BLE001 - sizing the loader must never fail a trial
+        return fallback
+    return max(1, int(granted)) if granted else fallback
 
 
 def _local_copy(checkpoint: Any) -> Path:

@@ -67,6 +67,17 @@ def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16
 
 
+def resolve_num_workers(setting: int | str, device: torch.device, cpus: int) -> int:
+    """``data.num_workers``: an integer as given; ``auto``: 0 for a CPU trial (its cores run the model's
+    threads, and loader processes beside them oversubscribe a small machine), else ``min(4, cpus - 1)``
+    so a GPU is fed while one core stays with the training loop."""
+    if setting != "auto":
+        return int(setting)
+    if device.type == "cpu":
+        return 0
+    return max(0, min(4, cpus - 1))
+
+
 def per_worker_batch(batch_size: int, workers: int) -> int:
     """``data.batch_size`` is the global batch: each of ``workers`` DDP ranks loads an equal share,
     so ``--workers N`` keeps a recipe's optimisation (the reference trains batch 2 on one GPU)."""
@@ -83,9 +94,18 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, *, epoch: int, 
     sums: dict[str, float] = {}
     images_seen, iters, lr = 0, 0, 0.0
     start = time.perf_counter()
-    for images, targets, _metas in loader:
-        if iters >= max_iters:
+    # time_data: waiting for the next batch; time_step: forward, backward, optimiser (synchronised on
+    # CUDA so queued kernels are not billed to the next batch's wait)
+    time_data = time_step = 0.0
+    batches = iter(loader)
+    while iters < max_iters:
+        waited = time.perf_counter()
+        batch = next(batches, None)
+        stepping = time.perf_counter()
+        time_data += stepping - waited
+        if batch is None:
             break
+        images, targets, _metas = batch
         global_iter = scheduler.last_epoch  # iterations finished before this one
         images = images.to(device, non_blocking=True)
         if channels_last:
@@ -112,6 +132,9 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, *, epoch: int, 
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        time_step += time.perf_counter() - stepping
         for k, v in values.items():
             sums[k] = sums.get(k, 0.0) + v
         iters += 1
@@ -123,6 +146,8 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, *, epoch: int, 
     stats["train/loss"] = sum(stats.values())
     stats["train/iterations"] = iters
     stats["train/time_s"] = elapsed
+    stats["train/time_data_s"] = time_data
+    stats["train/time_step_s"] = time_step
     stats["lr"] = lr if iters else float(optimizer.param_groups[0]["lr"])  # of the epoch's last iteration
     # every rank processes its shard at the same pace: global throughput ~ local x world size
     stats["images_per_s"] = images_seen * reporter.world_size / max(elapsed, 1e-9)
@@ -142,7 +167,8 @@ def run_trial(cfg: TrialConfig, reporter: Reporter) -> dict[str, Any]:
 
     data: dict[str, Any] = build_datasets(cfg.data, cfg.augment, seed=seed, keep_original=cfg.eval.needs_noco)
     sampler: DistributedSampler[Any] = DistributedSampler(data["train"], num_replicas=reporter.world_size, rank=rank, shuffle=True, seed=seed)
-    loader_args: dict[str, Any] = dict(num_workers=cfg.data.num_workers, worker_init_fn=seed_loader_worker,
+    num_workers = resolve_num_workers(cfg.data.num_workers, device, reporter.cpus())
+    loader_args: dict[str, Any] = dict(num_workers=num_workers, worker_init_fn=seed_loader_worker,
                        pin_memory=device.type == "cuda")
     batch_size = per_worker_batch(cfg.data.batch_size, reporter.world_size)
     train_loader = reporter.prepare_loader(DataLoader(data["train"], batch_size=batch_size, sampler=sampler,
@@ -182,7 +208,7 @@ def run_trial(cfg: TrialConfig, reporter: Reporter) -> dict[str, Any]:
         sampler.set_epoch(epoch)
         data["train"].set_epoch(epoch)
         metrics = {"epoch": epoch + 1, "epochs": epochs, "protocol": protocol, "selection": cfg.data.selection,
-                   "config_hash": config_hash, "workers": reporter.world_size}
+                   "config_hash": config_hash, "workers": reporter.world_size, "loader_workers": num_workers}
         metrics.update(train_one_epoch(model, train_loader, optimizer, scheduler, scaler, epoch=epoch,
                                        max_iters=max_iters, device=device, amp_dtype=amp_dtype,
                                        channels_last=channels_last, cfg=cfg, reporter=reporter))
@@ -247,4 +273,4 @@ def load_selected_model(checkpoint: str | Path):
     return model.eval(), cfg, state
 
 
-__all__ = ["TrialDiverged", "load_selected_model", "per_worker_batch", "run_trial", "seed_everything", "train_worker"]
+__all__ = ["TrialDiverged", "load_selected_model", "per_worker_batch", "resolve_num_workers", "run_trial", "seed_everything", "train_worker"]

@@ -16,6 +16,16 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
+# The decoded-data cache (datasets/cache.py) defaults to /dev/shm; tests keep theirs in one folder of
+# their own per session, so a test run leaves nothing in the machine's shared memory.
+if "IRSTDLAB_DATA_CACHE_DIR" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["IRSTDLAB_DATA_CACHE_DIR"] = tempfile.mkdtemp(prefix="irstdlab-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["IRSTDLAB_DATA_CACHE_DIR"], True)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("IRSTDLAB_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 DENSESIRST_MINI = SHARED_DATA / "DenseSIRST-mini" / "SIRSTdevkit"

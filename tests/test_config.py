@@ -38,6 +38,16 @@ def test_paper_presets_follow_the_reference_recipe():
         assert cfg.model.center_sampling is False and cfg.model.input_norm == "caffe"
 
 
+def test_run_settings_stay_out_of_the_hash():
+    # loader processes and the data cache change how fast a run goes, not what it computes: a row or a
+    # checkpoint of the same recipe must match whatever a machine's loader settings were
+    base = load_config("quickstart")
+    tuned = load_config("quickstart", ["data.num_workers=3", "data.cache=false", "data.cache_dir=/tmp/x"])
+    assert tuned.canonical_json() != base.canonical_json()
+    assert tuned.config_hash == base.config_hash
+    assert load_config("quickstart", ["data.size=256"]).config_hash != base.config_hash
+
+
 def test_overrides_are_yaml_typed_and_change_the_hash():
     base = load_config("quickstart")
     same = load_config("quickstart", [f"train.seed={base.train.seed}"])

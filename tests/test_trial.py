@@ -21,7 +21,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
 TINY = ["data.synthetic_images=[8, 4, 4]", "data.batch_size=4", "data.eval_batch_size=4",
         "train.max_iters_per_epoch=2", "schedule.epochs=2", "optim.name=dadapt_adam", "optim.lr=1.0",
         "schedule.warmup=constant", "schedule.warmup_iters=3", "schedule.warmup_factor=0.5", "schedule.policy=step", "schedule.milestones=[1]"]
-TIMING = ("train/time_s", "images_per_s")
+TIMING = ("train/time_s", "train/time_data_s", "train/time_step_s", "images_per_s")
 
 
 def comparable(history):
