@@ -114,7 +114,10 @@ def summarize(space: SearchSpace, state: dict[str, Any]) -> str:
         f"({space.mode})",
         f"  stage 1 (tune), per {tune.group_by} ({len(groups)}: {', '.join(map(str, groups))}): {n} configuration(s) "
         f"x {tune.seeds} seed(s), up to {tune.budget.max_epochs} epochs, sampler {space.sampler}, scheduler "
-        f"{state['scheduler']} (grace {tune.budget.grace_period}, ties within {tune.budget.tie_tolerance:g})",
+        f"{state['scheduler']} (grace {tune.budget.grace_period}, ties within {tune.budget.tie_tolerance:g})"
+        + ("; own distributions:" if tune.per_group else ""),
+        *(f"    {g}: " + ", ".join(f"{k} {v}" for k, v in spec.items()) for g, spec in tune.per_group.items()),
+        *([f"    stage-1 overrides: {tune.overrides}"] if tune.overrides else []),
         f"  stage 2 (confirm): each group's best stage-1 configuration x {confirm.seeds} seed(s), "
         f"{confirm.max_epochs} epochs, no early stopping",
         f"  trials: {state['planned_trials']} in all",
