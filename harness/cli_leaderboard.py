@@ -56,7 +56,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=_show)
 
-    p = sub.add_parser("compare", help="mean, s.d. and bootstrap CI per group over seeds")
+    p = sub.add_parser("compare", help="mean, s.d. and bootstrap CI per group over seeds",
+                       description="Mean, s.d. and bootstrap CI per group over seeds, and every group's "
+                                   "difference to the best paired by seed. A staged search's stage-1 (tune) "
+                                   "rows are left out: its stage-2 (confirm) rows are ranked, and the output "
+                                   "says so.")
     _selection(p)
     p.add_argument("--group-by", nargs="+", default=["model"], metavar="COL",
                    help="model, config_hash, param.X ... (default model)")
