@@ -153,6 +153,13 @@ def test_compare_ranks_confirm_rows_with_paired_differences_to_the_best(staged_b
     assert block.indistinguishable_from_best() == ["c"]
     assert block.paired is block.paired_to_best[0]
     assert any("stage-2 (confirm) rows only: 3 stage-1 (tune) row(s) of staged left out" in n for n in block.notes)
+    # the Pareto plot's points: one per group, its mean over the rows compare ranked
+    from irstdlab.leaderboards.plots import group_means
+
+    ranked, _ = compare.confirm_rows(df)
+    points = group_means(ranked, "metric.val/mAP07", ["model"]).set_index("model")
+    assert list(points.index) == ["a", "b", "c", "z"] and points.loc["b", "trial_id"] == "mean of 3"
+    assert points.loc["b", "metric.val/mAP07"] == pytest.approx(0.35) and points.loc["a", "gmacs"] == 3.0
 
 
 def test_compare_cli_on_a_staged_search(staged_board, capsys):
@@ -162,6 +169,10 @@ def test_compare_cli_on_a_staged_search(staged_board, capsys):
     assert "paired a - b over 3 matching seeds: +0.0500" in out and "-> distinguishable" in out
     assert "statistically indistinguishable from the best (a, paired by seed): c" in out
     assert "stage-2 (confirm) rows only" in out
+    png = staged_board / "pareto.png"
+    assert main(["leaderboard", "compare", "--storage", str(staged_board), "--search", "staged", "--plot",
+                 str(png)]) == 0
+    assert f"pareto plot: {png}" in capsys.readouterr().out and png.read_bytes()[:4] == b"\x89PNG"
     assert main(["leaderboard", "compare", "--storage", str(staged_board), "--search", "staged", "--json"]) == 0
     (block,) = json.loads(capsys.readouterr().out)
     assert block["indistinguishable_from_best"] == ["c"] and len(block["paired_to_best"]) == 2
