@@ -59,7 +59,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=_show)
 
-    p = sub.add_parser("compare", help="mean, s.d. and bootstrap CI per group over seeds")
+    p = sub.add_parser("compare", help="mean, s.d. and bootstrap CI per group over seeds",
+                       description="Mean, s.d. and bootstrap CI per group over seeds, and every group's "
+                                   "difference to the best paired by seed. A staged search's stage-1 (tune) "
+                                   "rows are left out: its stage-2 (confirm) rows are ranked, and the output "
+                                   "says so.")
     _selection(p)
     p.add_argument("--group-by", nargs="+", default=["model"], metavar="COL",
                    help="model, config_hash, param.X ... (default model)")
@@ -71,6 +75,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--top", type=NON_NEGATIVE_INT, default=30, metavar="K",
                    help="groups printed per block, best first (default 30; 0 = all; --json has all)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--plot", metavar="PNG", help="also draw the metric against GMACs (one point per group, "
+                                                  "its mean over seeds; Pareto front marked) into this file")
     p.set_defaults(handler=_compare)
 
     p = sub.add_parser("importance", help="which searched parameter mattered (Optuna PED-ANOVA / fANOVA)",
@@ -242,6 +248,12 @@ def _compare(args: argparse.Namespace) -> int:
         print(json.dumps(compare.to_dict(blocks), indent=1, default=str))
     else:
         print(compare.format_blocks(blocks, args.confidence, args.top or None))
+    if args.plot:
+        from irstdlab.leaderboards import plots
+
+        ranked, _ = compare.confirm_rows(df)  # the rows the ranking used
+        path = plots.plot_pareto(ranked, _image_path(args.plot), blocks[0].metric if blocks else None, args.group_by)
+        print(f"pareto plot: {path}", file=sys.stderr if args.json else sys.stdout)
     return 0
 
 
@@ -279,7 +291,7 @@ def _plot(args: argparse.Namespace) -> int:
     elif args.kind == "bars":
         plots.plot_bars(df, out, metric, args.group_by)
     elif args.kind == "pareto":
-        plots.plot_pareto(df, out, metric)
+        plots.plot_pareto(df, out, metric, args.group_by)  # --group-by: one point per group
     elif args.kind == "ablation":
         if not args.param:
             raise LeaderboardError("--param", "required for plot ablation")

@@ -120,7 +120,7 @@ def build_row(*, search: str, trial_id: str, space: SearchSpace, spec: TrialSpec
                 for k in ("irstdlab_version", "torch_version", "ray_version", "python_version")}
     return {
         "search": search, "trial_id": trial_id, "config_hash": cfg.config_hash,
-        "space_hash": space.space_hash, "seed": seed, "status": status, "failure_reason": reason,
+        "space_hash": space.space_hash, "stage": space.stage, "seed": seed, "status": status, "failure_reason": reason,
         "epochs_completed": done, "max_epochs": space.budget.max_epochs,
         "best_epoch": int(result["best_epoch"]) if result.get("best_epoch") else None,
         "params": {p.path: params.get(p.path) for p in space.parameters},  # null when inactive

@@ -226,6 +226,10 @@ def summarize(space: SearchSpace, state: dict[str, Any], opts: SearchOptions) ->
 
 def run_search(opts: SearchOptions, out: Any = sys.stdout) -> SearchOutcome | None:
     """Run (or resume) a search; returns None for a dry run."""
+    from irstdlab.harness import stages
+
+    if stages.is_staged(opts):  # a space with `stages:` (tune -> confirm): harness/stages.py
+        return stages.run_staged(opts, out)
     space, name, storage, state = prepare(opts)
     if opts.resume:  # the stored resources/scheduler win: a restore cannot change them
         opts.resources = TrialResources(**state["resources"])

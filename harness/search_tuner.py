@@ -63,7 +63,10 @@ def trainable(ctx: SearchContext) -> Any:
     return tune.with_resources(tune.with_parameters(search_trial, ctx=ctx), ctx.resources.tune_resources())
 
 
-def build_tuner(space: SearchSpace, opts: SearchOptions, name: str, storage: str, planned_configs: int) -> Any:
+def build_tuner(space: SearchSpace, opts: SearchOptions, name: str, storage: str, planned_configs: int,
+                experiment: str | None = None) -> Any:
+    """``experiment``: Tune's folder under ``storage`` when it is not ``name`` (a stage of a staged
+    search, ``<name>/tune-<group>``; its rows still belong to search ``name``)."""
     from ray import tune
 
     from irstdlab.harness.search import ASHA_FILE, JOURNAL_FILE, study_name  # the search's file layout
@@ -72,7 +75,8 @@ def build_tuner(space: SearchSpace, opts: SearchOptions, name: str, storage: str
     from irstdlab.harness.search_callbacks import LeaderboardCallback
     from irstdlab.harness.search_progress import ProgressCallback
 
-    search_dir = Path(storage) / name
+    experiment = experiment or name
+    search_dir = Path(storage) / experiment
     ctx = SearchContext(search=name, space=space, storage=storage, resources=opts.resources)
     if space.sampler == "grid":
         grid = space.grid()[:planned_configs]
@@ -100,7 +104,7 @@ def build_tuner(space: SearchSpace, opts: SearchOptions, name: str, storage: str
                                     max_concurrent_trials=opts.max_concurrent, reuse_actors=False,
                                     trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(
-            name=name, storage_path=storage, callbacks=callbacks, verbose=0,
+            name=experiment, storage_path=storage, callbacks=callbacks, verbose=0,
             failure_config=tune.FailureConfig(max_failures=2),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         ),

@@ -1,6 +1,10 @@
 """Comparing groups over seeds: mean, spread, a bootstrap confidence interval of the
-mean, a paired difference for the two best groups over matching seeds, and a flag
+mean, a paired difference of every group to the best over matching seeds, and a flag
 when intervals overlap. Blocks (protocol x dataset) are compared separately.
+
+A staged search (``stages:`` in its space) ranks its detectors on its stage-2 rows: its
+stage-1 (``stage == "tune"``) rows ran at a reduced budget with tuned-away configurations,
+so ``compare`` leaves them out and says so in each block's notes.
 
 The bootstrap is vectorised: for all groups of the same size ``n`` one matrix of
 resampling weights is shared and every group's bootstrap means come from one matrix
@@ -58,8 +62,14 @@ class CompareBlock:
     metric: str
     higher_is_better: bool
     groups: list[GroupStat]
-    paired: Paired | None = None
+    paired: Paired | None = None  # the best minus the second
     notes: list[str] = field(default_factory=list)
+    # the best minus every other group, paired by seed (None where fewer than 2 seeds match)
+    paired_to_best: list[Paired | None] = field(default_factory=list)
+
+    def indistinguishable_from_best(self) -> list[str]:
+        """Groups whose paired difference to the best has an interval containing 0."""
+        return [p.b for p in self.paired_to_best if p is not None and not p.distinguishable]
 
 
 EXACT_MAX = 6  # up to 6 values the bootstrap distribution is enumerated exactly (462 resample patterns)
@@ -150,12 +160,30 @@ def check_arguments(n_boot: int, confidence: float) -> None:
         raise LeaderboardError("--confidence", f"must be a number in (0, 1), got {confidence!r}")
 
 
+def confirm_rows(df: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
+    """Leave out the stage-1 (``tune``) rows of staged searches; returns the rows and a note."""
+    if "stage" not in df.columns or not len(df):
+        return df, None
+    tune = (df["stage"] == "tune").fillna(False).to_numpy(dtype=bool)
+    if not tune.any():
+        return df, None
+    searches = ", ".join(sorted(str(s) for s in df.loc[tune, "search"].unique())) if "search" in df else "?"
+    note = (f"ranked on stage-2 (confirm) rows only: {int(tune.sum())} stage-1 (tune) row(s) of {searches} "
+            f"left out (reduced budget; see `leaderboard show --filter \"stage == 'tune'\"`)")
+    kept = df[~tune]
+    if not len(kept):
+        raise LeaderboardError("stage", f"only stage-1 (tune) rows here ({searches}): the confirm stage has no "
+                                        f"finished row yet (resume the search to run it)")
+    return kept, note
+
+
 def compare(df: pd.DataFrame, metric: str | None = None, group_by: list[str] | None = None,
             n_boot: int = 2000, confidence: float = 0.95, seed: int = 0) -> list[CompareBlock]:
     """Per (protocol, dataset) block, statistics of ``metric`` per group (default: model)."""
     check_arguments(n_boot, confidence)
     if not len(df):
         raise LeaderboardError("compare", "no rows to compare (check the filter, or --include-partial)")
+    df, stage_note = confirm_rows(df)
     metric = query.resolve_metric(df, metric)
     names = [query.resolve_column(df, g) for g in (group_by or ["model"])]
     hib = query.higher_is_better(metric)
@@ -195,11 +223,15 @@ def compare(df: pd.DataFrame, metric: str | None = None, group_by: list[str] | N
                 s.flag = f"not distinguishable from best with {min(s.seeds or s.n, best.seeds or best.n)} seeds"
             else:
                 s.flag = "distinguishable"
+        block.paired_to_best = [_paired(rows_of, seeds_of, best.group, s.group, n_boot, confidence, seed)
+                                for s in stats[1:]]
         if len(stats) >= 2:
-            block.paired = _paired(rows_of, seeds_of, stats[0].group, stats[1].group, n_boot, confidence, seed)
+            block.paired = block.paired_to_best[0]
             if block.paired is None:
                 block.notes.append(f"no paired difference: {stats[0].group} and {stats[1].group} "
                                    "share fewer than 2 seeds")
+        if stage_note:
+            block.notes.append(stage_note)
         out.append(block)
     return out
 
@@ -225,7 +257,7 @@ def to_frame(blocks: list[CompareBlock]) -> pd.DataFrame:
 
 
 def to_dict(blocks: list[CompareBlock]) -> list[dict]:
-    return [asdict(b) for b in blocks]
+    return [{**asdict(b), "indistinguishable_from_best": b.indistinguishable_from_best()} for b in blocks]
 
 
 def format_blocks(blocks: list[CompareBlock], confidence: float = 0.95, top: int | None = None) -> str:
@@ -241,11 +273,16 @@ def format_blocks(blocks: list[CompareBlock], confidence: float = 0.95, top: int
         lines.append(query.format_table(frame, list(frame.columns), width=64))
         if top is not None and len(b.groups) > top:
             lines.append(f"... {len(b.groups) - top} more groups (--top 0 prints all)")
-        if b.paired:
-            p = b.paired
+        for p in b.paired_to_best or ([b.paired] if b.paired else []):
+            if p is None:
+                continue
             verdict = "distinguishable" if p.distinguishable else f"not distinguishable with {p.n_pairs} seeds"
             lines.append(f"paired {p.a} - {p.b} over {p.n_pairs} matching seeds: {p.mean_diff:+.4f} "
                          f"{pct} CI [{p.ci_low:+.4f}, {p.ci_high:+.4f}] -> {verdict}")
+        if b.paired_to_best:
+            same = b.indistinguishable_from_best()
+            lines.append(f"statistically indistinguishable from the best ({b.groups[0].group}, paired by seed): "
+                         + (", ".join(same) if same else "none"))
         lines += b.notes
         lines.append("")
     return "\n".join(lines).rstrip()

@@ -17,7 +17,7 @@ from irstdlab.leaderboards.errors import LeaderboardError
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-KINDS = ("bars", "pareto", "ablation", "pr", "history")
+KINDS = ("bars", "pareto", "ablation", "pr", "history")  # `learning_curves` takes curves, not rows
 
 
 def _figure(w: float, h: float, ncols: int = 1) -> tuple[Figure, list]:
@@ -86,9 +86,28 @@ def pareto_front(cost: np.ndarray, value: np.ndarray, higher: bool = True) -> np
     return np.array(front, dtype=int)
 
 
-def plot_pareto(df: pd.DataFrame, out: str | Path, metric: str | None = None) -> Path:
-    """Metric against GMACs and against parameters; the Pareto front of each block marked."""
+def group_means(df: pd.DataFrame, metric: str, group_by: list[str]) -> pd.DataFrame:
+    """One point per group and (protocol, data set) block: the mean metric and cost over its rows
+    (seeds), labelled with the group and its row count, for a Pareto plot of groups."""
+    names = [query.resolve_column(df, g) for g in group_by]
+    points = []
+    for (protocol, dataset), sub in query.blocks(df):
+        keys = sub[names].astype(object).where(sub[names].notna(), "-")
+        for key, rows in sub.groupby([keys[c] for c in names], sort=True):
+            mean = {c: pd.to_numeric(rows[c], errors="coerce").mean() for c in (metric, "gmacs", "params_m")
+                    if c in rows}
+            points.append({"protocol": protocol, "dataset": dataset, "source": "run", "backbone": None,
+                           "model": C._label(key, names), "trial_id": f"mean of {len(rows)}", **mean})
+    return pd.DataFrame(points)
+
+
+def plot_pareto(df: pd.DataFrame, out: str | Path, metric: str | None = None,
+                group_by: list[str] | None = None) -> Path:
+    """Metric against GMACs and against parameters; the Pareto front of each block marked.
+    With ``group_by``, one point per group (its mean over seeds) instead of one per row."""
     metric = query.resolve_metric(df, metric)
+    if group_by:
+        df = group_means(df, metric, group_by)
     higher = query.higher_is_better(metric)
     fig, axes = _figure(13, 5.5, 2)
     drawn = 0
@@ -259,4 +278,28 @@ def plot_history(df: pd.DataFrame, out: str | Path, metric: str | None = None) -
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.autofmt_xdate()
+    return _save(fig, out)
+
+
+def plot_learning_curves(curves: dict[str, list[tuple[list[float], list[float]]]], out: str | Path,
+                         metric: str) -> Path:
+    """Per-epoch values per group: each run (seed) a thin line, the group's mean over runs a thick one."""
+    if not any(series for series in curves.values()):
+        raise LeaderboardError(metric, "no per-epoch values to plot")
+    fig, (ax,) = _figure(8, 5)
+    for n, (label, series) in enumerate(sorted(curves.items())):
+        color = f"C{n % 10}"
+        by_x: dict[float, list[float]] = {}
+        for x, y in series:
+            ax.plot(x, y, color=color, lw=0.8, alpha=0.35)
+            for xi, yi in zip(x, y):
+                by_x.setdefault(float(xi), []).append(float(yi))
+        xs = sorted(by_x)
+        ax.plot(xs, [float(np.mean(by_x[x])) for x in xs], color=color, lw=2, marker="o", ms=4,
+                label=f"{label} (n={len(series)})")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(_short(metric))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(f"{_short(metric)} per epoch (thin: each seed; thick: mean)")
     return _save(fig, out)

@@ -38,6 +38,7 @@ CORE_FIELDS: tuple[pa.Field, ...] = (
     pa.field("trial_id", pa.string(), nullable=False),
     pa.field("config_hash", pa.string()),
     pa.field("space_hash", pa.string()),
+    pa.field("stage", pa.string()),  # "tune" / "confirm" in a staged search, null otherwise
     pa.field("seed", pa.int64()),
     pa.field("status", pa.string(), nullable=False),
     pa.field("failure_reason", pa.string()),

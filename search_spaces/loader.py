@@ -14,6 +14,9 @@ A space file reads like the space (see ``quickstart.yaml``)::
     seeds: 1                         # every sampled configuration runs with seeds 0..N-1
     sampler: optuna                  # optuna (TPE) | random | grid
     searcher_seed: 0
+    stages:                          # optional: tune each group, then confirm its best over seeds
+      tune: {group_by: model.name, budget: {num_samples: 4, max_epochs: 2}}
+      confirm: {seeds: 3}            # at budget.max_epochs (search_spaces/stage_spaces.py)
 
 Everything is checked against the ``TrialConfig`` tree (``configtree.field_paths``) when the
 file is loaded: an unknown path, a value the config rejects, an empty choice, a bad range or a
@@ -46,6 +49,7 @@ from irstdlab.search_spaces.sections import finite_number as _finite_number
 from irstdlab.search_spaces.sections import objectives as _objectives
 from irstdlab.search_spaces.sections import positive_int as _positive_int
 from irstdlab.search_spaces.sections import short as _short
+from irstdlab.search_spaces.sections import stages as _stages
 from irstdlab.search_spaces.space import (  # noqa: F401  (re-exported: the loader's public names)
     SEED_INDEX_KEY,
     Budget,
@@ -59,7 +63,8 @@ from irstdlab.search_spaces.space import (  # noqa: F401  (re-exported: the load
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "int")
 SAMPLERS = ("optuna", "random", "grid")
 TOP_KEYS = ("name", "description", "base", "preset", "config", "overrides", "parameters", "objective",
-            "budget", "seeds", "sampler", "searcher_seed", "reproduce")  # reproduce: harness/reproduce.py
+            "budget", "seeds", "sampler", "searcher_seed", "reproduce",  # reproduce: harness/reproduce.py
+            "stages")  # tune -> confirm: search_spaces/stage_spaces.py, harness/stages.py
 
 
 # ----------------------------------------------------------------------------------------- loading
@@ -117,7 +122,7 @@ class _Errors:
     def __call__(self, key: str, problem: str) -> ConfigError:
         line = self.lines.get(key)
         where = f"{self.label}:{line}" if line else self.label
-        return ConfigError(f"{where}: {key.replace('/', ': ', 1)}: {problem}", key=key)
+        return ConfigError(f"{where}: {key.replace('/', ': ', 1).replace('/', '.')}: {problem}", key=key)
 
 
 def parse(text: str, label: str = "<space>", folder: Path | None = None, default_name: str = "search") -> SearchSpace:
@@ -175,6 +180,11 @@ def parse(text: str, label: str = "<space>", folder: Path | None = None, default
             space.grid()
         except ConfigError as exc:
             raise err(f"parameters/{str(exc).split(':')[0]}", str(exc).split(": ", 1)[1]) from None
+    if "stages" in raw:
+        from irstdlab.search_spaces import stage_spaces
+
+        space = SearchSpace(**{**space.__dict__, "stages": _stages(raw["stages"], budget, seeds, err)})
+        stage_spaces.check(space, err)
     return space
 
 

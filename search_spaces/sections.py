@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from irstdlab.harness import trial_metrics
 from irstdlab.harness.errors import ConfigError
-from irstdlab.search_spaces.space import Budget, Objective, SearchSpace
+from irstdlab.search_spaces.space import Budget, ConfirmStage, Objective, SearchSpace, Stages, TuneStage
 
 BUDGET_KEYS = ("num_samples", "max_epochs", "grace_period", "reduction_factor", "tie_tolerance", "min_compared",
                "stop_within")
@@ -86,6 +86,53 @@ def check_objectives_reported(objs: tuple[Objective, ...], base_eval: Any, searc
                                    f"{o.metric.rsplit('/', 1)[-1]} (this space selects on {base_eval.select_metric})")
 
 
+TUNE_KEYS = ("group_by", "budget", "seeds", "overrides", "per_group")
+CONFIRM_KEYS = ("seeds", "max_epochs")
+
+
+def stages(raw: Any, top_budget: Budget, top_seeds: int, err: ErrorBuilder) -> Stages:
+    """``stages: {tune: {group_by, budget, seeds, overrides, per_group}, confirm: {seeds, max_epochs}}``.
+
+    The shape and numbers are checked here; that ``group_by`` names a choice parameter, and that every
+    ``per_group`` entry and stage-1 override is a valid config value, is checked by the loader, which
+    derives each group's space (``search_spaces/stage_spaces.py``)."""
+    if not isinstance(raw, dict) or set(raw) != {"tune", "confirm"}:
+        raise err("stages", "expected a mapping with exactly the stages tune and confirm")
+    tune, confirm = raw["tune"], raw["confirm"] if raw["confirm"] is not None else {}
+    if not isinstance(tune, dict):
+        raise err("stages/tune", f"expected a mapping ({', '.join(TUNE_KEYS)})")
+    if not isinstance(confirm, dict):
+        raise err("stages/confirm", f"expected a mapping ({', '.join(CONFIRM_KEYS)})")
+    for section, keys, given in (("tune", TUNE_KEYS, tune), ("confirm", CONFIRM_KEYS, confirm)):
+        for key in given:
+            if key not in keys:
+                raise err(f"stages/{section}/{key}", f"unknown key; valid keys are {', '.join(keys)}")
+    group_by = tune.get("group_by")
+    if not isinstance(group_by, str) or not group_by:
+        raise err("stages/tune/group_by", f"expected the path of a choice parameter such as model.name, "
+                                          f"got {short(group_by)}")
+    if "budget" not in tune:
+        raise err("stages/tune/budget", "missing: stage 1 needs its own (reduced) budget")
+    stage_budget = budget(tune["budget"], lambda k, p: err(f"stages/tune/{k}", p))
+    per_group = tune.get("per_group") or {}
+    if not isinstance(per_group, dict):
+        raise err("stages/tune/per_group", "expected a mapping {group value: {parameter: distribution}}")
+    for group, entries in per_group.items():
+        if not isinstance(entries, dict) or not entries:
+            raise err(f"stages/tune/per_group/{group}", "expected a non-empty mapping {parameter: distribution}")
+    overrides = tune.get("overrides") or {}
+    if not isinstance(overrides, dict):
+        raise err("stages/tune/overrides", "expected a mapping of dotted config keys to values")
+    seeds = positive_int(tune.get("seeds", 1), "stages/tune/seeds", err)
+    max_epochs = positive_int(confirm.get("max_epochs", top_budget.max_epochs), "stages/confirm/max_epochs", err)
+    if stage_budget.max_epochs > max_epochs:
+        raise err("stages/tune/budget", f"max_epochs {stage_budget.max_epochs} is more than the confirm stage's "
+                                        f"{max_epochs}: stage 1 is the reduced budget")
+    return Stages(TuneStage(group_by, stage_budget, seeds, {str(g): dict(v) for g, v in per_group.items()},
+                            {str(k): v for k, v in overrides.items()}),
+                  ConfirmStage(positive_int(confirm.get("seeds", top_seeds), "stages/confirm/seeds", err), max_epochs))
+
+
 def refuse_fixed_and_searched(set_keys: list[str], space: SearchSpace) -> None:
     """``--set`` on a searched key would be replaced by every sampled value: refuse it, naming both."""
     searched = {p.path for p in space.parameters}
@@ -108,4 +155,4 @@ def short(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-__all__ = ["BUDGET_KEYS", "budget", "check_objectives_reported", "finite_number", "objectives", "positive_int", "refuse_fixed_and_searched", "short"]
+__all__ = ["BUDGET_KEYS", "CONFIRM_KEYS", "TUNE_KEYS", "budget", "stages", "check_objectives_reported", "finite_number", "objectives", "positive_int", "refuse_fixed_and_searched", "short"]

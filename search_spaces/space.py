@@ -87,6 +87,33 @@ class Budget:
     stop_within: str | None = None
 
 
+@dataclass(frozen=True)
+class TuneStage:
+    """Stage 1 of a staged space: a search per group (e.g. per detector) at a reduced budget."""
+
+    group_by: str  # a choice parameter of the space; each of its values is searched on its own
+    budget: Budget
+    seeds: int = 1
+    # group value -> {parameter path: its distribution for that group} (raw YAML mappings, validated
+    # when the group's space is derived)
+    per_group: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False)
+    overrides: dict[str, Any] = field(default_factory=dict, hash=False)  # extra fixed values in stage 1
+
+
+@dataclass(frozen=True)
+class ConfirmStage:
+    """Stage 2: each group's best stage-1 configuration x ``seeds`` at the full budget."""
+
+    seeds: int
+    max_epochs: int
+
+
+@dataclass(frozen=True)
+class Stages:
+    tune: TuneStage
+    confirm: ConfirmStage
+
+
 class DefineByRun:
     """Optuna define-by-run space: a top-level class so that Ray can pickle the searcher."""
 
@@ -118,6 +145,10 @@ class SearchSpace:
     # The base preset/file as read once, at planning (validation calls base_dict): the space
     # travels to Ray's workers with it, so no node needs the base file at the same path.
     base_config: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    stages: Stages | None = None  # a `stages:` section: tune -> confirm (harness/stages.py runs it)
+    stage: str | None = None  # set on the space of one stage ("tune" / "confirm"); the rows record it
+    # explicit configurations (the confirm stage's chosen points): the grid is exactly these
+    points: tuple[dict[str, Any], ...] | None = field(default=None, compare=False, repr=False)
 
     @property
     def metric(self) -> str:
@@ -139,7 +170,10 @@ class SearchSpace:
         return DefineByRun(self.parameters)
 
     def grid(self) -> list[dict[str, Any]]:
-        """Every combination of the parameters' values, inactive conditionals left out, deduplicated."""
+        """Every combination of the parameters' values, inactive conditionals left out, deduplicated
+        (or the explicit ``points`` of a confirm stage)."""
+        if self.points is not None:
+            return [dict(p) for p in self.points]
         points: list[dict[str, Any]] = [{}]
         for param in self.parameters:
             values = param.grid_values()
@@ -199,4 +233,4 @@ def space_summary(space: SearchSpace) -> str:
 
 
 
-__all__ = ["Budget", "DefineByRun", "Objective", "Parameter", "SEED_INDEX_KEY", "SearchSpace", "space_summary"]
+__all__ = ["Budget", "ConfirmStage", "DefineByRun", "Stages", "TuneStage", "Objective", "Parameter", "SEED_INDEX_KEY", "SearchSpace", "space_summary"]

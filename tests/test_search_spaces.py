@@ -50,12 +50,14 @@ def test_shipped_spaces_load_and_validate():
     # every registered detector, three seeds each, each a valid trial config on the shared base
     from irstdlab.models import list_models
 
-    detectors = spaces["detectors"]
-    names = [point["model.name"] for point in detectors.grid()]
-    assert sorted(names) == list_models() and detectors.num_trials() == len(list_models()) * 3
-    for point in detectors.grid():
-        cfg = detectors.trial_config(point, seed=2)
-        assert cfg.model.name == point["model.name"] and cfg.train.seed == 2 and cfg.data.dataset == "synthetic"
+    from irstdlab.search_spaces.stage_spaces import group_values, tune_space
+
+    detectors = spaces["detectors"]  # staged: each detector tuned on its own, then its best x 3 seeds
+    assert sorted(group_values(detectors)) == list_models() and detectors.stages.confirm.seeds == 3
+    for name in group_values(detectors):
+        tuned = tune_space(detectors, name)
+        cfg = tuned.trial_config({"model.name": name, "optim.lr": 2e-3}, seed=2)
+        assert cfg.model.name == name and cfg.train.seed == 2 and cfg.data.dataset == "synthetic"
     # every shipped space builds a valid TrialConfig for its grid points / first samples
     for point in grid[:3]:
         cfg = spaces["paper_grid"].trial_config(point, seed=1)
