@@ -10,6 +10,8 @@ so two runs with equal configs share it (run-only things such as paths are not i
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 from dataclasses import dataclass, field
 from importlib import resources
@@ -104,6 +106,12 @@ class TrialConfig:
     @property
     def config_hash(self) -> str:
         return configtree.config_hash(self)
+
+    @property
+    def recipe_hash(self) -> str:
+        """``config_hash`` of the same recipe at ``train.seed`` 0: the seeds of one configuration share
+        it, so the leaderboard's ``config_hash`` column groups them (a checkpoint keeps the seeded hash)."""
+        return configtree.config_hash(dataclasses.replace(self, train=dataclasses.replace(self.train, seed=0)))
 
     def check_trainable(self, source: str = "") -> None:
         """Refuse what a training run must not start with (``models info`` and profiling may build it).

@@ -94,9 +94,8 @@ def write_report(rows: pd.DataFrame, space: SearchSpace, progress: dict[str, Any
           f"## Ranking by {space.metric} (mean, 95% bootstrap CI over seeds; paired differences to the best)", "",
           "```text", ranking, "```", "",
           "## Table", "",
-          # one configuration per group in stage 2, so its seeds are averaged by group; config_hash
-          # would keep them apart (it includes train.seed)
-          export.to_markdown(confirmed.drop(columns=["config_hash"]), [metric], [group]), ""]
+          # one configuration per group in stage 2: its seeds share a config_hash and are averaged
+          export.to_markdown(confirmed, [metric], [group]), ""]
     for name, title, draw in (
             ("pareto.png", f"{space.metric} against cost (one point per group, its mean over seeds)",
              lambda p: plots.plot_pareto(confirmed, p, metric, [group])),

@@ -119,7 +119,7 @@ def build_row(*, search: str, trial_id: str, space: SearchSpace, spec: TrialSpec
     versions = {k: getattr(facts, k) if facts is not None else None
                 for k in ("irstdlab_version", "torch_version", "ray_version", "python_version")}
     return {
-        "search": search, "trial_id": trial_id, "config_hash": cfg.config_hash,
+        "search": search, "trial_id": trial_id, "config_hash": cfg.recipe_hash,
         "space_hash": space.space_hash, "stage": space.stage, "seed": seed, "status": status, "failure_reason": reason,
         "epochs_completed": done, "max_epochs": space.budget.max_epochs,
         "best_epoch": int(result["best_epoch"]) if result.get("best_epoch") else None,

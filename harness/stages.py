@@ -142,7 +142,7 @@ def select_best(rows: pd.DataFrame, space: SearchSpace) -> tuple[list[dict[str, 
         if not len(sub):
             notes.append(f"{group}: no completed stage-1 trial with {space.metric}; not confirmed")
             continue
-        # a configuration is its sampled point without the seed (config_hash includes train.seed)
+        # a configuration is its sampled point without the seed
         keys = [json.dumps({k: v for k, v in json.loads(p).items() if k != "train.seed"}, sort_keys=True)
                 for p in sub["params_json"]]
         means = pd.to_numeric(sub[metric]).groupby(pd.Series(keys, index=sub.index)).mean()

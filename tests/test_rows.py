@@ -66,7 +66,10 @@ def test_completed_row_round_trips_through_the_leaderboard(space, tmp_path):
     out = stored(tmp_path, row_for(space, result, "completed", checkpoint="/runs/ckpt"))
     cfg = resolve_trial(space, PARAMS, 1).config
     assert out["status"] == "completed" and out["failure_reason"] is None
-    assert out["config_hash"] == cfg.config_hash and out["space_hash"] == space.space_hash
+    assert out["config_hash"] == cfg.recipe_hash and out["space_hash"] == space.space_hash
+    # the row's config_hash groups a configuration's seeds; the seeded hash (checkpoints) does not
+    other_seed = resolve_trial(space, PARAMS, 2).config
+    assert other_seed.recipe_hash == cfg.recipe_hash and other_seed.config_hash != cfg.config_hash
     assert out["epochs_completed"] == 4 and out["max_epochs"] == 4 and out["best_epoch"] == 4
     assert out["gmacs"] == 1.25 and out["params_m"] == 0.5 and out["hardware"] == FACTS.hardware
     assert (out["torch_version"], out["ray_version"]) == ("2.5.0", "2.60.0")
