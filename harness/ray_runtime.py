@@ -118,10 +118,12 @@ def worker_failure(exc: BaseException) -> WorkerFailure | None:
 
 
 def build_trainer(cfg: TrialConfig, *, storage: str, name: str, workers: int, cpus_per_worker: float,
-                  gpus_per_worker: float, callbacks: list[Any], max_failures: int) -> Any:
+                  gpus_per_worker: float, callbacks: list[Any], max_failures: int,
+                  storage_filesystem: Any = None) -> Any:
     """One trial as a ``TorchTrainer``: DDP over ``workers`` (gloo on CPU, NCCL on GPU), the config
     as canonical JSON, the newest two checkpoints kept (each holds the selected weights too).
-    ``(storage, name)`` names the run: reusing it resumes the run from its last checkpoint."""
+    ``(storage, name)`` names the run: reusing it resumes the run from its last checkpoint. With a
+    ``storage_filesystem`` (S3 ...), ``storage`` is the path inside it, as Train expects."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -133,7 +135,8 @@ def build_trainer(cfg: TrialConfig, *, storage: str, name: str, workers: int, cp
         train_loop_config={"config_json": cfg.canonical_json()},
         torch_config=TorchConfig(backend="nccl" if gpus_per_worker else "gloo"),
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=bool(gpus_per_worker), resources_per_worker=resources),
-        run_config=RunConfig(name=name, storage_path=storage, callbacks=callbacks,
+        run_config=RunConfig(name=name, storage_path=storage, storage_filesystem=storage_filesystem,
+                             callbacks=callbacks,
                              checkpoint_config=CheckpointConfig(num_to_keep=2),
                              failure_config=FailureConfig(max_failures=max_failures)),
     )

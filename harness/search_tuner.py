@@ -5,9 +5,9 @@ fair ASHA scheduler, our callbacks and the trainable, assembled into one ``tune.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from irstdlab.harness.search_storage import SearchStorage
 from irstdlab.harness.search_trainable import SearchContext
 from irstdlab.search_spaces.loader import SEED_INDEX_KEY, SearchSpace
 
@@ -63,7 +63,9 @@ def trainable(ctx: SearchContext) -> Any:
     return tune.with_resources(tune.with_parameters(search_trial, ctx=ctx), ctx.resources.tune_resources())
 
 
-def build_tuner(space: SearchSpace, opts: SearchOptions, name: str, storage: str, planned_configs: int) -> Any:
+def build_tuner(space: SearchSpace, opts: SearchOptions, where: SearchStorage, planned_configs: int) -> Any:
+    """A new search's ``tune.Tuner``: experiment state and checkpoints under ``where`` (any
+    filesystem), our state files beside them by reference (``harness/search_storage.py``)."""
     from ray import tune
 
     from irstdlab.harness.search import ASHA_FILE, JOURNAL_FILE, study_name  # the search's file layout
@@ -72,8 +74,8 @@ def build_tuner(space: SearchSpace, opts: SearchOptions, name: str, storage: str
     from irstdlab.harness.search_callbacks import LeaderboardCallback
     from irstdlab.harness.search_progress import ProgressCallback
 
-    search_dir = Path(storage) / name
-    ctx = SearchContext(search=name, space=space, storage=storage, resources=opts.resources)
+    name = where.name
+    ctx = SearchContext(search=name, space=space, storage=where.root_ref, resources=opts.resources)
     if space.sampler == "grid":
         grid = space.grid()[:planned_configs]
         param_space = {"params": tune.grid_search(grid), SEED_INDEX_KEY: tune.grid_search(list(range(space.seeds)))}
@@ -83,16 +85,17 @@ def build_tuner(space: SearchSpace, opts: SearchOptions, name: str, storage: str
     scheduler = None
     if opts.scheduler == "asha":
         scheduler = PersistentASHA(
-            str(search_dir / ASHA_FILE), time_attr="epoch", metric=space.metric, mode=space.mode,
+            where.file(ASHA_FILE), time_attr="epoch", metric=space.metric, mode=space.mode,
             max_t=space.budget.max_epochs, grace_period=space.budget.grace_period,
             reduction_factor=space.budget.reduction_factor, tie_tolerance=space.budget.tie_tolerance,
             min_compared=space.budget.min_compared, stop_within=space.budget.stop_within)
-    asha_state = str(search_dir / ASHA_FILE) if scheduler is not None else None
+    asha_state = where.file(ASHA_FILE) if scheduler is not None else None
     callbacks = [
-        LeaderboardCallback(name, space, str(Path(storage) / "leaderboard"), str(search_dir / JOURNAL_FILE),
+        LeaderboardCallback(name, space, where.leaderboard_ref, where.file(JOURNAL_FILE),
                             study_name(name, space), asha_state),
         ProgressCallback(space.metric, space.budget.max_epochs, asha_state=asha_state),
     ]
+    storage_path, storage_filesystem = where.tune_storage()
     return tune.Tuner(
         trainable(ctx),
         param_space=param_space,
@@ -100,7 +103,8 @@ def build_tuner(space: SearchSpace, opts: SearchOptions, name: str, storage: str
                                     max_concurrent_trials=opts.max_concurrent, reuse_actors=False,
                                     trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(
-            name=name, storage_path=storage, callbacks=callbacks, verbose=0,
+            name=name, storage_path=storage_path, storage_filesystem=storage_filesystem, callbacks=callbacks,
+            verbose=0,
             failure_config=tune.FailureConfig(max_failures=2),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         ),
