@@ -1,7 +1,8 @@
 """`irstdlab leaderboard ...`: show, compare, importance, plot, export, merge, validate, compact.
 
-A leaderboard is given as PATH (the directory) or ``--storage DIR`` (its
-``leaderboard/`` folder; default ``$IRSTDLAB_STORAGE``). Without either, ``./irstdlab-runs/leaderboard``
+A leaderboard is given as PATH (the directory, or a URI such as ``s3://bucket/runs/leaderboard``) or
+``--storage DIR|URI`` (its ``leaderboard/`` folder; default ``$IRSTDLAB_STORAGE``); any URI
+``pyarrow.fs.FileSystem.from_uri`` understands works, with credentials from the environment. Without either, ``./irstdlab-runs/leaderboard``
 is used when it exists, since that is where ``irstdlab search`` and ``irstdlab train`` write by default. pandas/pyarrow are imported
 inside the handlers so that ``irstdlab --help`` stays fast.
 """
@@ -25,10 +26,12 @@ MAX_BOOT = 1_000_000  # resample weights are n_boot x n floats: beyond this a ty
 
 
 def _where(p: argparse.ArgumentParser) -> None:
-    p.add_argument("path", nargs="?", help="leaderboard directory (or a storage directory holding leaderboard/)")
-    p.add_argument("--storage", default=os.environ.get("IRSTDLAB_STORAGE"),
-                   help="storage directory; the leaderboard is DIR/leaderboard (default $IRSTDLAB_STORAGE, "
-                        f"else {DEFAULT_LEADERBOARD} when it exists)")
+    p.add_argument("path", nargs="?", help="leaderboard directory or URI, e.g. s3://bucket/runs/leaderboard "
+                                           "(or a storage location holding leaderboard/)")
+    p.add_argument("--storage", default=os.environ.get("IRSTDLAB_STORAGE"), metavar="DIR|URI",
+                   help="storage directory or URI (s3://bucket/prefix, gs://..., file://...); the leaderboard is "
+                        f"<storage>/leaderboard (default $IRSTDLAB_STORAGE, else {DEFAULT_LEADERBOARD} when it "
+                        "exists); S3 credentials and endpoint come from the environment (AWS_*)")
 
 
 def _selection(p: argparse.ArgumentParser) -> None:
@@ -126,18 +129,21 @@ def register(subparsers: Any) -> None:
 
 def _open(args: argparse.Namespace, must_exist: bool = True):
     from irstdlab.leaderboards import open as open_lb
+    from irstdlab.leaderboards import storage_uri
     from irstdlab.leaderboards.errors import LeaderboardError
 
     if args.path:
-        root = Path(args.path)
+        where = storage_uri.resolve(args.path)
     elif args.storage:
-        root = Path(args.storage) / "leaderboard"
+        where = storage_uri.resolve(args.storage).join("leaderboard")
     elif Path(DEFAULT_LEADERBOARD).is_dir():
-        root = Path(DEFAULT_LEADERBOARD)
+        where = storage_uri.resolve(DEFAULT_LEADERBOARD)
     else:
         raise LeaderboardError("PATH", f"give a leaderboard directory or --storage DIR (or set IRSTDLAB_STORAGE); "
                                        f"{DEFAULT_LEADERBOARD} does not exist here")
-    lb = open_lb(root)
+    if not where.is_local:  # credentials, bucket and endpoint: one line within 30 s, not a hang
+        storage_uri.check_reachable(where)
+    lb = open_lb(where)
     if must_exist and not lb.partitions() and not getattr(args, "with_paper", False):
         raise LeaderboardError(lb.root, "no leaderboard here (no search=<name>/ folders)")
     return lb
@@ -245,7 +251,7 @@ def _importance(args: argparse.Namespace) -> int:
         validate_name(args.search, "--search")
     df = _frame(args)
     runs = df[(df["source"] == "run").to_numpy()]
-    specs, by_space, where = param_specs(_open(args).root, runs)
+    specs, by_space, where = param_specs(_open(args).location, runs)
     report = importance.evaluate(runs, _metric(runs, args.metric, "--metric"), specs, by_space, where)
     if args.json:
         print(json.dumps(report.to_dict(), default=str))
@@ -266,7 +272,7 @@ def _plot(args: argparse.Namespace) -> int:
         from irstdlab.leaderboards.optuna_plots import plot_study
 
         runs = df[(df["source"] == "run").to_numpy()]
-        specs, by_space, _ = param_specs(_open(args).root, runs)
+        specs, by_space, _ = param_specs(_open(args).location, runs)
         plot_study(args.kind, runs, out, metric, specs, by_space)
     elif args.kind == "bars":
         plots.plot_bars(df, out, metric, args.group_by)
@@ -320,9 +326,14 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _merge(args: argparse.Namespace) -> int:
+    from irstdlab.leaderboards import storage_uri
     from irstdlab.leaderboards.store import merge
 
-    ensure_writable_dir(args.into, "--into")
+    for text in [*args.sources, args.into]:
+        if storage_uri.is_uri(text):
+            storage_uri.check_reachable(storage_uri.resolve(text))
+    if not storage_uri.is_uri(args.into):
+        ensure_writable_dir(args.into, "--into")
     rep = merge(args.sources, args.into)
     for src, n in rep.rows_in.items():
         print(f"{src}: {n} rows")

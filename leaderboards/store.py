@@ -1,43 +1,49 @@
-"""The leaderboard on disk: a hive-partitioned Parquet directory, one file per row.
+"""The leaderboard on any pyarrow filesystem: a hive-partitioned Parquet dataset, one object per row.
 
-Layout: ``<root>/search=<name>/row-<key hash>.parquet``. A row is written to a hidden
-temporary file in the same directory, fsynced and ``os.replace``d onto its final
-name, so a reader never sees half a file and a crash cannot touch earlier rows. The
-name depends only on ``(search, trial_id)``: a resumed trial *replaces* its row.
+Layout: ``<root>/search=<name>/row-<key hash>[-<unique>].parquet``, where ``<root>`` is a local
+path or a URI such as ``s3://bucket/prefix/leaderboard`` (``storage_uri.resolve``). A row is
+published whole (``store_io.write_object``): on a local disk it is written to a hidden temporary
+file, fsynced and renamed onto a name that depends only on ``(search, trial_id)``, so a resumed
+trial *replaces* its row; an object store has no rename, so there each write is a single PUT
+under a key of its own and the older versions stay until ``compact`` removes them.
 
-Many tiny files are slow to read (~1-3 ms each), so ``compact`` rewrites a
-partition into one ``compact-*.parquet`` file. Reading always de-duplicates by
-``(search, trial_id)`` keeping the newest ``written_at``; that makes compaction (and
-``merge``) crash-safe: a crash between writing the new file and deleting the old
-ones only leaves duplicates that reading already resolves.
+Many small objects are slow to read (~1-3 ms each locally, a round trip each on S3), so
+``compact`` rewrites a partition into one ``compact-*.parquet`` object. Reading always
+de-duplicates by ``(search, trial_id)`` keeping the newest ``written_at``; that makes
+compaction (and ``merge``) crash-safe: a crash between writing the new object and deleting the
+old ones only leaves duplicates that reading already resolves.
 
-The ``search`` column lives in the directory name only (hive style), so that
-pandas/pyarrow/DuckDB read the partition key without a type clash.
+The ``search`` column lives in the folder name only (hive style), so that pandas/pyarrow/DuckDB
+read the partition key without a type clash.
 """
 
 from __future__ import annotations
 
-import builtins
 import hashlib
 import os
 import re
 import uuid
 import warnings
 from collections.abc import Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from irstdlab.leaderboards import schema as S
+from irstdlab.leaderboards import storage_uri as su
 from irstdlab.leaderboards.errors import LeaderboardError
+from irstdlab.leaderboards.storage_uri import Location
+from irstdlab.leaderboards.store_io import (PARTITION, concat, dedup_newest, list_objects,
+                                             read_objects, write_object)
+from irstdlab.leaderboards.store_io import partitions as list_partitions
+
+__all__ = ["Leaderboard", "LeaderboardWarning", "MergeReport", "ReadResult", "ValidationReport",
+           "check_search_name", "concat", "dedup_newest", "merge", "open", "row_file_name", "validate"]
 
 _SEARCH_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
-_NEEDED = ("trial_id", "status", "written_at")  # a file without these is not one of ours
 
 
 class LeaderboardWarning(UserWarning):
@@ -61,165 +67,87 @@ def check_search_name(search: str) -> str:
     return search
 
 
-def partition_dir(root: Path, search: str) -> Path:
-    return root / f"search={search}"
-
-
-def row_file_name(search: str, trial_id: str) -> str:
-    """Stable name of a row's file: same (search, trial_id) -> same name -> replaced."""
+def row_file_name(search: str, trial_id: str, unique: bool = False) -> str:
+    """A row's object name: stable per (search, trial_id) (a rewrite replaces it) unless ``unique``
+    (object stores: every version gets its own key, readers keep the newest)."""
     digest = hashlib.sha1(f"{search}\x00{trial_id}".encode()).hexdigest()[:24]
-    return f"row-{digest}.parquet"
+    return f"row-{digest}-{uuid.uuid4().hex[:16]}.parquet" if unique else f"row-{digest}.parquet"
 
 
-def _write_atomic(table: pa.Table, final: Path) -> None:
-    tmp = final.parent / f".tmp-{uuid.uuid4().hex}.parquet"
+def _shown(where: Location) -> Path | str:
+    """How an object is named to the user: a local path, or its URI."""
+    return Path(where.uri) if where.is_local else where.uri
+
+
+def _stat(where: Location) -> tuple[int, int, int] | None:
     try:
-        with builtins.open(tmp, "wb") as fh:
-            pq.write_table(table, fh, compression="zstd")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _read_one(path: Path) -> tuple[pa.Table | None, str | None]:
-    try:
-        with pq.ParquetFile(path) as fh:
-            table = fh.read()
-    except (OSError, pa.ArrowException, ValueError) as exc:  # truncated, corrupt, unreadable
-        return None, f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
-    missing = [c for c in _NEEDED if c not in table.column_names]
-    if missing:
-        return None, f"not a leaderboard file (no column {missing[0]!r})"
-    return table, None
-
-
-def _harmonise(tables: list[pa.Table]) -> tuple[list[pa.Table], list[str]]:
-    """Make per-file schemas concatenable: a column typed differently across files
-    (beyond int/float promotion or null) is read as strings rather than dropped."""
-    types: dict[str, set[pa.DataType]] = {}
-    for t in tables:
-        for f in t.schema:
-            if not pa.types.is_null(f.type):
-                types.setdefault(f.name, set()).add(f.type)
-    bad = [name for name, ts in types.items()
-           if len(ts) > 1 and not all(pa.types.is_integer(x) or pa.types.is_floating(x) for x in ts)]
-    if not bad:
-        return tables, []
-    out = []
-    for t in tables:
-        for name in bad:
-            if name in t.column_names:
-                i = t.column_names.index(name)
-                col = t.column(name)
-                try:
-                    col = col.cast(pa.string())
-                except pa.ArrowException:
-                    col = pa.array([None if v is None else str(v) for v in col.to_pylist()], pa.string())
-                t = t.set_column(i, pa.field(name, pa.string()), col)
-        out.append(t)
-    return out, sorted(bad)
-
-
-def concat(tables: list[pa.Table]) -> tuple[pa.Table, list[str]]:
-    """Concatenate tables whose columns differ; a column missing from some is null there."""
-    if not tables:
-        return S.cast_core(pa.table({"search": pa.array([], pa.string())})), []
-    groups: dict[pa.Schema, list[pa.Table]] = {}
-    for t in tables:  # same-schema tables concatenate without promotion (fast path)
-        groups.setdefault(t.schema.remove_metadata(), []).append(t.replace_schema_metadata(None))
-    parts = [pa.concat_tables(g) for g in groups.values()]
-    parts, retyped = _harmonise(parts)
-    table = pa.concat_tables(parts, promote_options="permissive") if len(parts) > 1 else parts[0]
-    return table.combine_chunks(), retyped
-
-
-def dedup_newest(table: pa.Table) -> pa.Table:
-    """Keep one row per (search, trial_id): the newest ``written_at`` (later file on ties)."""
-    n = table.num_rows
-    if n == 0:
-        return table
-    idx = pa.array(range(n), pa.int64())
-    keyed = pa.table({"search": table["search"], "trial_id": table["trial_id"],
-                      "written_at": table["written_at"], "i": idx})
-    if keyed.group_by(["search", "trial_id"]).aggregate([]).num_rows == n:
-        return table
-    order = pc.sort_indices(keyed, [("search", "ascending"), ("trial_id", "ascending"),
-                                    ("written_at", "ascending"), ("i", "ascending")])
-    s = keyed.take(order)
-    a, b = s["search"].combine_chunks(), s["trial_id"].combine_chunks()
-    nxt_same = pc.and_(pc.equal(a[:-1], a[1:]), pc.equal(b[:-1], b[1:]))
-    last = pc.invert(pc.fill_null(nxt_same, False))
-    keep_mask = pa.concat_arrays([last, pa.array([True])])
-    keep = pc.filter(s["i"], keep_mask)
-    return table.take(pc.take(keep, pc.sort_indices(keep)))  # original row order
+        st = os.stat(where.path)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
 
 
 class Leaderboard:
-    """One leaderboard directory. ``append`` is safe from many processes at once."""
+    """One leaderboard folder or prefix. ``append`` is safe from many processes at once."""
 
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
+    def __init__(self, root: str | Path | Location):
+        self.location = su.resolve(root)
+
+    @property
+    def root(self) -> Path | str:
+        """The leaderboard's folder (local) or URI (anything else), as given."""
+        return _shown(self.location)
 
     def __repr__(self) -> str:
         return f"Leaderboard({str(self.root)!r})"
 
+    def exists(self) -> bool:
+        return su.is_dir(self.location)
+
     # ---- writing ----
-    def append(self, row: Mapping[str, Any]) -> Path:
-        """Validate ``row`` and publish it atomically; returns the row's file."""
+    def append(self, row: Mapping[str, Any]) -> Path | str:
+        """Validate ``row`` and publish it whole; returns the row's file (or object URI)."""
         table = S.row_table(row)
         search = check_search_name(table["search"][0].as_py())
-        part = partition_dir(self.root, search)
-        part.mkdir(parents=True, exist_ok=True)
-        final = part / row_file_name(search, table["trial_id"][0].as_py())
-        _write_atomic(table.drop_columns(["search"]), final)
-        return final
+        name = row_file_name(search, table["trial_id"][0].as_py(), unique=not self.location.is_local)
+        where = self.location.join(f"{PARTITION}{search}", name)
+        write_object(table.drop_columns(["search"]), where)
+        return _shown(where)
 
-    def write_table(self, table: pa.Table, prefix: str = "compact") -> list[Path]:
-        """Publish many rows at once, one file per search partition (merge/compaction/bulk load)."""
+    def write_table(self, table: pa.Table, prefix: str = "compact") -> list[Path | str]:
+        """Publish many rows at once, one object per search partition (merge/compaction/bulk load)."""
         table = S.cast_core(table)
         out = []
         for search in pc.unique(table["search"]).to_pylist():
             check_search_name(search)
-            part = partition_dir(self.root, search)
-            part.mkdir(parents=True, exist_ok=True)
             rows = table.filter(pc.equal(table["search"], search)).drop_columns(["search"])
-            final = part / f"{prefix}-{uuid.uuid4().hex[:16]}.parquet"
-            _write_atomic(rows, final)
-            out.append(final)
+            where = self.location.join(f"{PARTITION}{search}", f"{prefix}-{uuid.uuid4().hex[:16]}.parquet")
+            write_object(rows, where)
+            out.append(_shown(where))
         return out
 
     # ---- reading ----
-    def partitions(self) -> list[Path]:
-        if not self.root.is_dir():
-            return []
-        return sorted(p for p in self.root.iterdir() if p.is_dir() and p.name.startswith("search="))
+    def partitions(self) -> list[str]:
+        """The names of the searches that have a partition here."""
+        return list_partitions(self.location)
 
-    def files(self, search: str | None = None) -> list[Path]:
-        parts = [partition_dir(self.root, search)] if search else self.partitions()
-        # compacted files first: on equal written_at the later (per-row) file wins
-        return [f for p in parts if p.is_dir()
-                for f in sorted(p.glob("*.parquet"), key=lambda f: (not f.name.startswith(("compact-", "merged-")), f.name))
-                if not f.name.startswith((".", "_"))]
+    def objects(self, search: str | None = None) -> list[tuple[str, Location]]:
+        """(search, object) pairs in reading order (compacted objects first within a search)."""
+        return list_objects(self.location, search)
 
-    def read_table(self, search: str | None = None, files: Iterable[Path] | None = None,
+    def files(self, search: str | None = None) -> list[Location]:
+        return [where for _, where in self.objects(search)]
+
+    def read_table(self, search: str | None = None, files: Iterable[tuple[str, Location]] | None = None,
                    warn: bool = True) -> ReadResult:
-        """Every good row as Arrow, unified across files, newest per key; bad files are skipped."""
-        paths = list(files) if files is not None else self.files(search)
-        workers = max(1, min(8, len(paths), (os.cpu_count() or 1) * 2))  # I/O + decode release the GIL
-        if workers > 1:
-            with ThreadPoolExecutor(workers) as ex:
-                results = list(ex.map(_read_one, paths))
-        else:
-            results = [_read_one(p) for p in paths]
+        """Every good row as Arrow, unified across objects, newest per key; bad objects are skipped."""
+        pairs = list(files) if files is not None else self.objects(search)
+        results = read_objects([where for _, where in pairs])
         tables, skipped = [], []
-        for path, (t, reason) in zip(paths, results):
+        for (search_name, where), (t, reason) in zip(pairs, results):
             if t is None:
-                skipped.append((str(path), reason))
+                skipped.append((str(where), reason))
                 continue
-            search_name = path.parent.name[len("search="):]
             if "search" in t.column_names:
                 t = t.drop_columns(["search"])
             t = t.append_column(pa.field("search", pa.string()), pa.array([search_name] * t.num_rows, pa.string()))
@@ -229,8 +157,8 @@ class Leaderboard:
         raw = table.num_rows
         table = dedup_newest(table)
         if warn:
-            for path, reason in skipped:
-                warnings.warn(f"{path}: skipped ({reason})", LeaderboardWarning, stacklevel=2)
+            for name, reason in skipped:
+                warnings.warn(f"{name}: skipped ({reason})", LeaderboardWarning, stacklevel=2)
             for col in retyped:
                 warnings.warn(f"{col}: typed differently across files; read as strings", LeaderboardWarning,
                               stacklevel=2)
@@ -256,53 +184,48 @@ class Leaderboard:
 
     # ---- maintenance ----
     def compact(self, search: str | None = None) -> dict[str, int]:
-        """Rewrite each partition's files into one; returns {search: files replaced}.
+        """Rewrite each partition's objects into one; returns {search: objects replaced}.
 
-        Corrupt files are left in place (``validate`` names them). An input file that
-        changed since it was read (a concurrent update of the same row) is kept, so a
-        newer row is never deleted; reading de-duplicates whatever remains.
+        Safe while rows are appended: the compacted object is written first, then only the
+        objects it was made from are deleted. Corrupt objects are left in place (``validate``
+        names them). Locally a row file is rewritten in place by an update, so an input that
+        changed since it was read is kept; on object stores every write has its own key and an
+        object never changes. Reading de-duplicates whatever remains.
         """
         done: dict[str, int] = {}
-        parts = [partition_dir(self.root, search)] if search else self.partitions()
-        for part in parts:
-            paths = self.files(part.name[len("search="):])
-            if len(paths) <= 1:
+        local = self.location.is_local
+        for name in ([search] if search else self.partitions()):
+            pairs = self.objects(name)
+            if len(pairs) <= 1:
                 continue
-            stats = {p: os.stat(p) for p in paths if p.exists()}
-            paths = list(stats)
-            res = self.read_table(files=paths, warn=False)
+            stats = {where.path: _stat(where) for _, where in pairs} if local else {}
+            if local:
+                pairs = [(s, w) for s, w in pairs if stats[w.path] is not None]
+            res = self.read_table(files=pairs, warn=False)
             bad = {p for p, _ in res.skipped}
             if res.table.num_rows:
                 self.write_table(res.table, prefix="compact")
             removed = 0
-            for p in paths:
-                if str(p) in bad:
+            for _, where in pairs:
+                if str(where) in bad or (local and _stat(where) != stats[where.path]):
                     continue
-                before = stats[p]
-                try:  # a concurrent compaction may have removed it already
-                    st = os.stat(p)
-                    if (st.st_ino, st.st_mtime_ns, st.st_size) == (before.st_ino, before.st_mtime_ns,
-                                                                   before.st_size):
-                        p.unlink()
-                        removed += 1
-                except FileNotFoundError:
-                    pass
-            done[part.name[len("search="):]] = removed
+                removed += su.delete(where)  # False when a concurrent compaction removed it first
+            done[name] = removed
         return done
 
 
-def open(path: str | Path) -> Leaderboard:  # noqa: A001 - the package's public verb
-    """Open (or designate) a leaderboard directory.
+def open(path: str | Path | Location) -> Leaderboard:  # noqa: A001 - the package's public verb
+    """Open (or designate) a leaderboard: a folder, or any pyarrow filesystem URI (``s3://…``).
 
-    ``path`` is the leaderboard directory itself, or a storage directory that holds
-    one under ``leaderboard/``.
+    ``path`` is the leaderboard itself, or a storage location that holds one under ``leaderboard/``.
     """
-    p = Path(path)
-    if p.is_file():
-        raise LeaderboardError(p, "is a file; a leaderboard is a directory of search=<name>/ folders")
-    if (p / "leaderboard").is_dir() and not any(p.glob("search=*")):
-        p = p / "leaderboard"
-    return Leaderboard(p)
+    where = su.resolve(path)
+    if su.is_file(where):
+        raise LeaderboardError(where.uri, "is a file; a leaderboard is a directory of search=<name>/ folders")
+    inner = where.join("leaderboard")
+    if su.is_dir(inner) and not list_partitions(where):
+        where = inner
+    return Leaderboard(where)
 
 
 @dataclass
@@ -343,7 +266,8 @@ def validate(lb: Leaderboard) -> ValidationReport:
             invalid.append((key, "fidelity", f"{rec.fidelity} outside [0, 1]"))
     runs = df.dropna(subset=["config_hash", "seed"])
     repeated = int(runs.duplicated(["search", "config_hash", "seed", "protocol", "dataset"], keep=False).sum())
-    temps = sum(1 for p in lb.partitions() for _ in p.glob(".tmp-*"))
+    temps = sum(1 for info in su.listdir(lb.location, recursive=True)
+                if info.base_name.startswith(".tmp-") and f"/{PARTITION}" in info.path)
     return ValidationReport(str(lb.root), len(res.skipped) + res.files, res.files, t.num_rows,
                             res.raw_rows - t.num_rows, res.skipped, res.retyped, invalid, repeated, temps)
 
@@ -363,13 +287,13 @@ def merge(sources: list[str | Path], into: str | Path) -> MergeReport:
     tables, rows_in, skipped = [], {}, []
     for src in sources:
         lb = open(src)
-        if not lb.root.is_dir():
+        if not lb.exists():
             raise LeaderboardError(src, "no such leaderboard directory")
         res = lb.read_table(warn=False)
         rows_in[str(src)] = res.table.num_rows
         skipped += res.skipped
         tables.append(res.table)
-    existing = dst.read_table(warn=False).table if dst.root.is_dir() else None
+    existing = dst.read_table(warn=False).table if dst.exists() else None
     combined, _ = concat(tables + ([existing] if existing is not None else []))
     keys = pa.table({"s": combined["search"], "t": combined["trial_id"]})
     duplicates = int(keys.group_by(["s", "t"]).aggregate([("s", "count")]).filter(
