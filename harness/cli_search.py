@@ -55,6 +55,10 @@ def run(args: argparse.Namespace) -> int:
         validate_name(args.name, "--name")
     if "://" not in args.storage:
         ensure_writable_dir(args.storage, "--storage")
+    elif not args.dry_run:  # unusable storage: one line within seconds, before Ray and torch load
+        from irstdlab.harness.search_storage import open_storage
+
+        open_storage(args.storage, args.name or "-")
     from irstdlab.harness.errors import ConfigError
     from irstdlab.harness.search import SearchOptions, resume_command, run_search
     from irstdlab.harness.search_trainable import TrialResources

@@ -143,17 +143,21 @@ def build_trainer(cfg: TrialConfig, *, storage: str, name: str, workers: int, cp
 
 
 def fit(cfg: TrialConfig, *, storage: str | Path, name: str, workers: int = 1, gpus_per_worker: float = 0.0,
-        cpus_per_worker: float = 1.0) -> TrainRunResult:
+        cpus_per_worker: float = 1.0, storage_filesystem: Any = None, log_dir: str | Path | None = None
+        ) -> TrainRunResult:
     """``irstdlab train`` on Ray: run one trial and wait for it. A failure is not retried (the user
-    is watching, and ``irstdlab train`` again resumes from the last checkpoint)."""
+    is watching, and ``irstdlab train`` again resumes from the last checkpoint). With a
+    ``storage_filesystem`` (S3 ...), ``storage`` is the path inside it and the progress log goes to
+    the driver-local ``log_dir``."""
     from irstdlab.harness.trial import per_worker_batch
 
     per_worker_batch(cfg.data.batch_size, workers)  # a global batch that does not divide fails before any worker starts
-    storage = Path(storage).resolve()
-    run_dir = storage / name
+    if storage_filesystem is None:
+        storage = Path(storage).resolve()
+    run_dir = Path(log_dir) if log_dir is not None else Path(storage) / name
     trainer = build_trainer(cfg, storage=str(storage), name=name, workers=workers, cpus_per_worker=cpus_per_worker,
                             gpus_per_worker=gpus_per_worker, callbacks=[TrainProgressCallback(str(run_dir))],
-                            max_failures=0)
+                            max_failures=0, storage_filesystem=storage_filesystem)
     try:
         result = trainer.fit()
     except Exception as exc:  # TrainingFailedError wraps the worker's exception text

@@ -33,6 +33,7 @@ from irstdlab.leaderboards.storage_uri import Location, is_uri
 WORK_DIR_ENV = "IRSTDLAB_WORK_DIR"
 _written: dict[str, bytes] = {}  # reference -> the bytes this process last wrote there
 _written_lock = threading.Lock()
+_reachable: set[str] = set()  # storage URIs that answered in this process
 
 
 def work_root() -> Path:
@@ -172,7 +173,7 @@ class SearchStorage:
         if not self.remote:
             return Path(self.root.join(self.name).path)
         digest = hashlib.sha256(self.search_ref.encode()).hexdigest()[:10]
-        return work_root() / "searches" / f"{self.name}-{digest}"
+        return work_root() / "runs" / f"{self.name}-{digest}"
 
 
 def tune_storage_of(ref: str) -> tuple[str, Any]:
@@ -195,7 +196,9 @@ def open_storage(storage: str, name: str, field: str = "--storage") -> SearchSto
     if root.is_local:  # file:///...
         ensure_writable_dir(root.path, field)
         return SearchStorage(root, name)
-    storage_uri.check_reachable(root)
+    if root.uri not in _reachable:  # the CLI checks before its slow imports; once is enough
+        storage_uri.check_reachable(root)
+        _reachable.add(root.uri)
     return SearchStorage(root, name)
 
 
