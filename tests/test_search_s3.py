@@ -156,3 +156,23 @@ def test_unusable_s3_storage_is_one_line_before_ray(tmp_path, s3_bucket, case, c
     assert "Traceback" not in err and "Ray" not in out
     assert took < 30
     assert not (tmp_path / "work").exists()  # nothing was written anywhere
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_train_on_s3_keeps_its_run_in_the_bucket(tmp_path, s3_bucket):
+    env = dict(os.environ, IRSTDLAB_WORK_DIR=str(tmp_path / "work"))
+    storage = f"{s3_bucket}/tr"
+    args = ["train", "quickstart", "--storage", storage, "--name", "t1", "--set", "schedule.epochs=1",
+            "--set", "data.synthetic_images=[16,8,8]", "--num-cpus", "2", "--json"]
+    rc, out, err, _ = _cli(args, tmp_path, env)
+    assert rc == 0, err[-3000:]
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["checkpoint"] == f"{storage}/t1/epoch_0001" and summary["run_dir"] == f"{storage}/t1"
+    keys = s3_objects(s3_bucket, "tr")
+    assert {"tr/t1/config.yaml", "tr/t1/summary.json", "tr/t1/epoch_0001/checkpoint.pt"} <= set(keys), keys
+    assert json.loads(_read_s3(s3_bucket, "tr/t1/summary.json"))["config_hash"] == summary["config_hash"]
+    # the finished run is found in the bucket, from another work folder
+    env["IRSTDLAB_WORK_DIR"] = str(tmp_path / "other-work")
+    rc, _, err, _ = _cli(args, tmp_path, env)
+    assert rc == 2 and err.strip() == f"irstdlab: error: {storage}/t1: run 't1' already finished; choose another --name"
