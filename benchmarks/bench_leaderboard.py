@@ -5,9 +5,14 @@ Honest about the layout: a row-per-file store reads at ~1-3 ms per file, so the
 leaderboard compact` leaves). The file-per-row numbers (append, read, compact) are
 measured on ``--row-files`` files and extrapolated linearly to 100k, labelled so.
 
-    python benchmarks/bench_leaderboard.py [--rows 100000] [--row-files 3000]
+Over S3 (``--parts s3``): a loopback moto server in its own process (a real S3 wire protocol,
+but in-memory and on the same cores, so these are lower bounds on request latency, not AWS's).
+``show --top 20`` on ``--rows`` rows is measured once compacted (one object per search); before
+compaction it is measured on ``--s3-row-objects`` per-row objects and extrapolated linearly.
 
-Prints a table and writes benchmarks/results/bench_leaderboard.json.
+    python benchmarks/bench_leaderboard.py [--rows 100000] [--row-files 3000] [--parts local,s3]
+
+Prints a table, writes benchmarks/results/bench_leaderboard.json; the last stdout line is the JSON.
 """
 
 from __future__ import annotations
@@ -97,10 +102,31 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--row-files", type=int, default=3000, help="file-per-row sample size")
+    ap.add_argument("--s3-row-objects", type=int, default=2000, help="per-row objects written to S3 (sample)")
+    ap.add_argument("--parts", default="local,s3", help="comma-separated: local, s3")
     args = ap.parse_args()
+    parts = {p.strip() for p in args.parts.split(",") if p.strip()}
     res: dict = {"rows": args.rows, "row_files": args.row_files, "python": platform.python_version(),
                  "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
                  "load_average_at_start": os.getloadavg()[0]}  # shared machines: say how busy it was
+    rows: list[tuple[str, float]] = []
+    if "local" in parts:
+        rows += bench_local(args, res)
+    if "s3" in parts:
+        rows += bench_s3(args, res)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(res, indent=1) + "\n")
+    width = max(len(r[0]) for r in rows)
+    print(f"{'measurement'.ljust(width)}  seconds")
+    for name, v in rows:
+        print(f"{name.ljust(width)}  {v:8.3f}")
+    print(f"load average at start: {res['load_average_at_start']:.1f} on {os.cpu_count()} cores")
+    print(f"wrote {RESULTS}")
+    print(json.dumps(res))
+    return 0
+
+
+def bench_local(args: argparse.Namespace, res: dict) -> list[tuple[str, float]]:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "big"
         t = time.perf_counter()
@@ -135,10 +161,7 @@ def main() -> int:
         board.compact()
         res["compact_s"] = time.perf_counter() - t
         res["read_after_compact"] = timed(lambda: board.read(include_partial=True))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(res, indent=1) + "\n")
-
-    rows = [
+    return [
         (f"show --top 20 ({args.rows:,} rows, compacted)", res["show_top20"]["median_s"]),
         ("show --top 20 --json", res["show_top20_json"]["median_s"]),
         ("compare --group-by model", res["compare_model"]["median_s"]),
@@ -152,13 +175,81 @@ def main() -> int:
         (f"compact {args.row_files} row files", res["compact_s"]),
         ("read them after compact", res["read_after_compact"]["median_s"]),
     ]
-    width = max(len(r[0]) for r in rows)
-    print(f"{'measurement'.ljust(width)}  seconds")
-    for name, v in rows:
-        print(f"{name.ljust(width)}  {v:8.3f}")
-    print(f"load average at start: {res['load_average_at_start']:.1f} on {os.cpu_count()} cores")
-    print(f"wrote {RESULTS}")
-    return 0
+
+
+@contextlib.contextmanager
+def loopback_s3():
+    """A moto S3 server in its own process on a free loopback port, with the environment pointing at it
+    (its own process: in ours it would share the GIL with the reader being measured)."""
+    import socket
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{env['AWS_ENDPOINT_URL']}/moto-api/", timeout=1)
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("moto server did not start (pip install 'moto[server]')") from None
+                time.sleep(0.2)
+        req = urllib.request.Request(f"{env['AWS_ENDPOINT_URL']}/bench", method="PUT")  # create the bucket
+        urllib.request.urlopen(req, timeout=10)
+        yield "s3://bench"
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        proc.terminate()
+        proc.wait(10)
+
+
+def bench_s3(args: argparse.Namespace, res: dict) -> list[tuple[str, float]]:
+    n_obj = args.s3_row_objects
+    with loopback_s3() as bucket:
+        big = f"{bucket}/big/leaderboard"
+        t = time.perf_counter()
+        lb.open(big).write_table(synthetic_table(args.rows))
+        res["s3_build_compacted_s"] = time.perf_counter() - t
+        res["s3_show_top20_compacted"] = timed(lambda: cli(["leaderboard", "show", big, "--top", "20"]))
+        res["s3_show_top20_compacted_subprocess_wall_s"] = subprocess_wall(["leaderboard", "show", big, "--top", "20"])
+
+        small = f"{bucket}/rows/leaderboard"
+        board = lb.open(small)
+        sample = synthetic_table(n_obj, seed=1).to_pylist()
+        t = time.perf_counter()
+        for r in sample:
+            board.append({k: v for k, v in r.items() if v is not None})
+        res["s3_append_per_row_ms"] = 1000 * (time.perf_counter() - t) / n_obj
+        before = timed(lambda: cli(["leaderboard", "show", small, "--top", "20"]), repeat=2)
+        res["s3_show_top20_row_objects"] = before
+        res["s3_show_per_row_object_ms"] = 1000 * before["min_s"] / n_obj
+        res["s3_show_row_objects_extrapolated_s"] = before["min_s"] / n_obj * args.rows
+        t = time.perf_counter()
+        board.compact()
+        res["s3_compact_s"] = time.perf_counter() - t
+        res["s3_show_top20_after_compact"] = timed(lambda: cli(["leaderboard", "show", small, "--top", "20"]))
+    return [
+        (f"S3: show --top 20 ({args.rows:,} rows, compacted, in process)", res["s3_show_top20_compacted"]["median_s"]),
+        ("S3: the same, whole process", res["s3_show_top20_compacted_subprocess_wall_s"]),
+        (f"S3: append one row object (ms, mean of {n_obj})", res["s3_append_per_row_ms"]),
+        (f"S3: show on {n_obj} row objects (before compaction)", before["min_s"]),
+        (f"  -> {args.rows:,} row objects (extrapolated)", res["s3_show_row_objects_extrapolated_s"]),
+        (f"S3: compact {n_obj} row objects", res["s3_compact_s"]),
+        ("S3: show on them after compaction", res["s3_show_top20_after_compact"]["median_s"]),
+    ]
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 
 A leaderboard is given as PATH (the directory, or a URI such as ``s3://bucket/runs/leaderboard``) or
 ``--storage DIR|URI`` (its ``leaderboard/`` folder; default ``$IRSTDLAB_STORAGE``); any URI
-``pyarrow.fs.FileSystem.from_uri`` understands works, with credentials from the environment. Without either, ``./irstdlab-runs/leaderboard``
-is used when it exists, since that is where ``irstdlab search`` and ``irstdlab train`` write by default. pandas/pyarrow are imported
+``pyarrow.fs.FileSystem.from_uri`` understands works, with credentials from the environment.
+Without either, ``./irstdlab-runs/leaderboard`` is used when it exists, since that is where ``irstdlab search`` and ``irstdlab train`` write by default. pandas/pyarrow are imported
 inside the handlers so that ``irstdlab --help`` stays fast.
 """
 

@@ -37,6 +37,7 @@ REQUEST_TIMEOUT_S = 20.0
 S3_ATTEMPTS = 2
 REACHABLE_TIMEOUT_S = 30.0
 
+_NO_DIRECTORIES = {"s3", "gcs"}  # object stores: a key needs no parent folder
 _SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 # query keys that carry a secret: refused (credentials belong in the environment) and never printed
 _SECRET_KEYS = {"access_key", "secret_key", "session_token", "password", "token", "credentials"}
@@ -225,8 +226,8 @@ def read_bytes(location: Location) -> bytes:
 def write_bytes(location: Location, data: bytes) -> None:
     """Publish ``data`` whole: a single PUT on an object store, temp name + fsync + rename locally."""
     if not location.is_local:
-        parent = location.path.rsplit("/", 1)[0]
-        location.fs.create_dir(parent, recursive=True)  # a no-op on S3 (no directories), needed elsewhere
+        if location.fs.type_name not in _NO_DIRECTORIES:  # there, create_dir would cost requests for markers
+            location.fs.create_dir(location.path.rsplit("/", 1)[0], recursive=True)
         with location.fs.open_output_stream(location.path) as fh:  # buffered: one PUT when it fits
             fh.write(data)
         return

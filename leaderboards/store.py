@@ -36,7 +36,7 @@ from irstdlab.leaderboards import schema as S
 from irstdlab.leaderboards import storage_uri as su
 from irstdlab.leaderboards.errors import LeaderboardError
 from irstdlab.leaderboards.storage_uri import Location
-from irstdlab.leaderboards.store_io import (PARTITION, concat, dedup_newest, list_objects,
+from irstdlab.leaderboards.store_io import (PARTITION, concat, dedup_newest, delete_objects, list_objects,
                                              read_objects, write_object)
 from irstdlab.leaderboards.store_io import partitions as list_partitions
 
@@ -205,12 +205,9 @@ class Leaderboard:
             bad = {p for p, _ in res.skipped}
             if res.table.num_rows:
                 self.write_table(res.table, prefix="compact")
-            removed = 0
-            for _, where in pairs:
-                if str(where) in bad or (local and _stat(where) != stats[where.path]):
-                    continue
-                removed += su.delete(where)  # False when a concurrent compaction removed it first
-            done[name] = removed
+            victims = [where for _, where in pairs
+                       if str(where) not in bad and not (local and _stat(where) != stats[where.path])]
+            done[name] = delete_objects(victims)
         return done
 
 
@@ -266,8 +263,8 @@ def validate(lb: Leaderboard) -> ValidationReport:
             invalid.append((key, "fidelity", f"{rec.fidelity} outside [0, 1]"))
     runs = df.dropna(subset=["config_hash", "seed"])
     repeated = int(runs.duplicated(["search", "config_hash", "seed", "protocol", "dataset"], keep=False).sum())
-    temps = sum(1 for info in su.listdir(lb.location, recursive=True)
-                if info.base_name.startswith(".tmp-") and f"/{PARTITION}" in info.path)
+    temps = sum(1 for part in lb.partitions() for info in su.listdir(lb.location.join(f"{PARTITION}{part}"))
+                if info.base_name.startswith(".tmp-"))
     return ValidationReport(str(lb.root), len(res.skipped) + res.files, res.files, t.num_rows,
                             res.raw_rows - t.num_rows, res.skipped, res.retyped, invalid, repeated, temps)
 

@@ -66,21 +66,30 @@ def read_objects(objects: Sequence[Location]) -> list[tuple[pa.Table | None, str
         return list(ex.map(read_object, objects))
 
 
+def delete_objects(objects: Sequence[Location]) -> int:
+    """Delete each; returns how many were still there (a concurrent compaction may have been first).
+    Parallel on object stores, where one DELETE is one round trip."""
+    if not objects:
+        return 0
+    if objects[0].is_local:
+        return sum(su.delete(o) for o in objects)
+    with ThreadPoolExecutor(min(32, len(objects))) as ex:
+        return sum(ex.map(su.delete, objects))
+
+
 def list_objects(root: Location, search: str | None = None) -> list[tuple[str, Location]]:
     """(search, object) for every data object under ``root`` (or one partition), in reading order:
-    per search, compacted objects first, so that on equal ``written_at`` a later per-row one wins."""
-    base = root.join(f"{PARTITION}{search}") if search else root
+    per search, compacted objects first, so that on equal ``written_at`` a later per-row one wins.
+    Each partition is listed on its own (one request per 1000 keys on S3), never the whole tree
+    below ``root``, which may hold a search's checkpoints too."""
     found: list[tuple[str, str, Location]] = []
-    for info in su.listdir(base, recursive=True):
-        if info.type != pafs.FileType.File:
-            continue
-        rel = info.path[len(root.path):].strip("/").split("/")
-        if len(rel) != 2 or not rel[0].startswith(PARTITION):
-            continue
-        part, name = rel[0][len(PARTITION):], rel[1]
-        if not name.endswith(".parquet") or name.startswith((".", "_")):
-            continue
-        found.append((part, name, root.join(rel[0], name)))
+    for part in ([search] if search else partitions(root)):
+        folder = root.join(f"{PARTITION}{part}")
+        for info in su.listdir(folder):
+            name = info.base_name
+            if info.type != pafs.FileType.File or not name.endswith(".parquet") or name.startswith((".", "_")):
+                continue
+            found.append((part, name, folder.join(name)))
     found.sort(key=lambda f: (f[0], not f[1].startswith(COMPACTED), f[1]))
     return [(part, loc) for part, _, loc in found]
 
