@@ -2,6 +2,7 @@
 that are fair to a small search.
 
 Ray drops scheduler state on restore (ray#30838), so the rung records are written to a JSON file
+(a local path or a storage URI, through ``harness/search_storage.py``)
 after every decision and read back on the first call after a restore. This patches ASHA's private
 ``_brackets``/``_rungs``/``_trial_info`` (Ray 2.x's ``ray/tune/schedulers/async_hyperband.py``), which
 is why it lives alone in this module: a Ray upgrade that renames them breaks only this file, and
@@ -17,19 +18,16 @@ import copy
 import datetime as dt
 import json
 import math
-import os
-from pathlib import Path
 from typing import Any
 
+from irstdlab.harness import search_storage
 from irstdlab.harness.search_trainable import split_config
 from ray.tune.schedulers import ASHAScheduler
 
 
-def _write_json_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, sort_keys=True))
-    os.replace(tmp, path)
+def _write_json_atomic(ref: str, data: Any) -> None:
+    """A local path or a storage URI (harness/search_storage.py): whole files only."""
+    search_storage.write_bytes(ref, json.dumps(data, sort_keys=True).encode())
 
 
 class PersistentASHA(ASHAScheduler):
@@ -59,10 +57,10 @@ class PersistentASHA(ASHAScheduler):
         if self._loaded:
             return
         self._loaded = True
-        path = Path(self.state_path)
-        if not path.is_file():
+        try:
+            state = json.loads(search_storage.read_bytes(self.state_path))
+        except FileNotFoundError:
             return
-        state = json.loads(path.read_text())
         for bracket, rungs in zip(self._brackets, state["brackets"]):
             saved = {int(m): rec for m, rec in rungs}
             bracket._rungs = [(m, {**recorded, **saved.get(int(m), {})}) for m, recorded in bracket._rungs]
@@ -89,7 +87,7 @@ class PersistentASHA(ASHAScheduler):
         return self._groups[group]
 
     def _save(self) -> None:
-        _write_json_atomic(Path(self.state_path), self.rung_state())
+        _write_json_atomic(self.state_path, self.rung_state())
 
     def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
         self._ensure_loaded()
@@ -158,7 +156,7 @@ def rung_decisions(state_path: str | None, trial_id: str) -> list[dict[str, Any]
     if not state_path:
         return []
     try:
-        return list(json.loads(Path(state_path).read_text()).get("decisions", {}).get(trial_id, []))
+        return list(json.loads(search_storage.read_bytes(state_path)).get("decisions", {}).get(trial_id, []))
     except (OSError, ValueError, AttributeError):
         return []
 

@@ -26,7 +26,8 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
     """Every option of a search (not its SPACE): `irstdlab reproduce` takes the same ones."""
     p.add_argument("--name", help="search name (default: the space's name); names the folder under --storage")
     p.add_argument("--storage", default="./irstdlab-runs",
-                   help="results root; on a cluster a path every node can reach (default: ./irstdlab-runs)")
+                   help="results root: a folder (on a cluster one every node can reach) or a URI such as "
+                        "s3://bucket/prefix (default: ./irstdlab-runs)")
     p.add_argument("--address", help="Ray cluster to join ('auto' or an address; default: RAY_ADDRESS, "
                                      "else an embedded local Ray on 127.0.0.1)")
     p.add_argument("--num-samples", type=int_range(1, 1_000_000), help="configurations to sample (grid: at most this many)")
@@ -54,6 +55,10 @@ def run(args: argparse.Namespace) -> int:
         validate_name(args.name, "--name")
     if "://" not in args.storage:
         ensure_writable_dir(args.storage, "--storage")
+    elif not args.dry_run:  # unusable storage: one line within seconds, before Ray and torch load
+        from irstdlab.harness.search_storage import open_storage
+
+        open_storage(args.storage, args.name or "-")
     from irstdlab.harness.errors import ConfigError
     from irstdlab.harness.search import SearchOptions, resume_command, run_search
     from irstdlab.harness.search_trainable import TrialResources
@@ -79,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"optuna study:  {outcome.journal}   (study {outcome.study_name}; "
           f"{dashboard_hint(args.storage, outcome.name)})")
     print(f"trials:        {outcome.search_dir}   ({tensorboard_hint(outcome.search_dir)}; "
-          f"Ray's own log: {Path(outcome.search_dir) / 'ray.log'})")
+          f"Ray's own log: {Path(outcome.work_dir or outcome.search_dir) / 'ray.log'})")
     if outcome.interrupted:
         print(f"irstdlab: search interrupted; resume with: {resume_command(outcome.name, _storage(args))}",
               file=sys.stderr)

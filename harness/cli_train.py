@@ -44,7 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=WORKERS, default=1, help="Ray Train workers (DDP); default 1")
     p.add_argument("--gpus-per-worker", type=GPUS, default=0.0, help="GPUs per worker (0 = CPU, gloo)")
     p.add_argument("--no-ray", action="store_true", help="train in this process without Ray")
-    p.add_argument("--storage", default=DEFAULT_STORAGE, help=f"results folder (default {DEFAULT_STORAGE})")
+    p.add_argument("--storage", default=DEFAULT_STORAGE,
+                   help=f"results folder or storage URI such as s3://bucket/prefix (default {DEFAULT_STORAGE})")
     p.add_argument("--name", default=None, help="run name (default: <config>-<hash>-<time>); reusing one resumes it")
     p.add_argument("--address", default=None, help="join an existing Ray cluster (e.g. auto) instead of starting one")
     p.add_argument("--num-cpus", type=MAX_CPUS, default=None, help="CPUs of the embedded Ray (default: all)")
@@ -132,6 +133,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ConfigError("--no-ray runs one process: --workers must be 1")
     if args.no_ray and args.address:
         raise ConfigError("--address joins a Ray cluster; it cannot be combined with --no-ray")
+    from irstdlab.leaderboards.storage_uri import is_uri
+
+    if is_uri(args.storage) and not args.dry_run and not args.no_ray:  # before torch loads: seconds, not tens
+        from irstdlab.harness.search_storage import open_storage
+
+        open_storage(args.storage, args.name or "-")
     cfg = load_checked(args.config, args.overrides)
     cfg.check_trainable(args.config or "defaults")  # refused before anything is written
     from irstdlab.harness.trial import per_worker_batch
@@ -139,8 +146,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     per_worker_batch(cfg.data.batch_size, args.workers)  # before Ray starts, not inside fit()
     if args.dry_run:
         return _dry_run(args, cfg)
-    storage = ensure_writable_dir(args.storage, "--storage")
     name = args.name or _run_name(args.config, cfg.config_hash)
+    if is_uri(args.storage):
+        return _train_on_storage(args, cfg, name)
+    storage = ensure_writable_dir(args.storage, "--storage")
     run_dir = storage / name
     ensure_writable_dir(run_dir, "--name")
     if (run_dir / "summary.json").is_file():
@@ -163,11 +172,45 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise
 
 
-def _train(args: argparse.Namespace, cfg: Any, name: str, storage: Path, run_dir: Path) -> int:
+def _train_on_storage(args: argparse.Namespace, cfg: Any, name: str) -> int:
+    """``--storage URI``: checkpoints and the run's config/summary live in the storage (Train's
+    ``storage_filesystem``); progress logs and Ray's log stay in a driver-local work folder.
+    Reusing ``--name`` resumes the run from its last checkpoint there, from any machine."""
+    import yaml
+
+    from irstdlab.harness import search_storage
+
+    if args.no_ray:
+        raise ConfigError(f"--storage {args.storage}: --no-ray keeps checkpoints on this machine; "
+                          f"use a folder for --storage, or drop --no-ray")
+    where = search_storage.open_storage(args.storage, name)  # one line, exit 2, before Ray starts
+    if not where.remote:  # file:///...: a local folder after all
+        return _train(args, cfg, name, Path(where.root.path), Path(where.root.path) / name)
+    if search_storage.exists(where.file("summary.json")):
+        raise UserError(f"{where.shown()}: run {name!r} already finished; choose another --name")
+    config_text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    if search_storage.exists(where.file("config.yaml")) and \
+            search_storage.read_bytes(where.file("config.yaml")).decode(errors="replace") != config_text:
+        raise ConfigError(f"{where.shown('config.yaml')}: run {name!r} was started with a different config; "
+                          f"resume it with the same config and --set values, or choose another --name")
+    if not (args.address or os.environ.get("RAY_ADDRESS")):
+        preflight_data(cfg)
+    search_storage.write_bytes(where.file("config.yaml"), config_text.encode())
+    where.work_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _train(args, cfg, name, where, where.work_dir)
+    except KeyboardInterrupt:
+        print(f"irstdlab: train interrupted; resume with: {resume_hint(args, name)}", file=sys.stderr)
+        return 130
+
+
+def _train(args: argparse.Namespace, cfg: Any, name: str, storage: Any, run_dir: Path) -> int:
+    """``storage``: the local results folder, or a ``search_storage.SearchStorage`` (a URI)."""
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731 - progress goes to stderr
     where = "this process (no Ray)" if args.no_ray else f"Ray Train, {args.workers} worker(s)"
     log(f"irstdlab train: {args.config} (config {cfg.config_hash}, protocol {cfg.data.protocol}, "
-        f"selection {cfg.data.selection}) on {where}; results in {run_dir}")
+        f"selection {cfg.data.selection}) on {where}; results in "
+        f"{run_dir if isinstance(storage, Path) else storage.shown()}")
 
     start = time.perf_counter()
     if args.no_ray:
@@ -193,15 +236,28 @@ def _train(args: argparse.Namespace, cfg: Any, name: str, storage: Path, run_dir
         # the epoch lines are printed by the Train controller actor, so its output must reach us
         ray_runtime.init_local_ray(num_cpus=args.num_cpus, address=args.address)
         try:
-            result = ray_runtime.fit(cfg, storage=storage, name=name, workers=args.workers,
-                                     gpus_per_worker=args.gpus_per_worker)
+            if isinstance(storage, Path):
+                result = ray_runtime.fit(cfg, storage=storage, name=name, workers=args.workers,
+                                         gpus_per_worker=args.gpus_per_worker)
+            else:
+                path, filesystem = storage.tune_storage()
+                result = ray_runtime.fit(cfg, storage=path, name=name, workers=args.workers,
+                                         gpus_per_worker=args.gpus_per_worker, storage_filesystem=filesystem,
+                                         log_dir=run_dir)
         except SystemExit:  # Ray Train's own Ctrl-C handler exits the driver from inside fit()
             raise KeyboardInterrupt from None
         metrics, checkpoint = result.metrics, result.checkpoint
         if int(metrics.get("epoch") or 0) < cfg.schedule.epochs:
             raise KeyboardInterrupt  # a gracefully aborted run: resumable, so no summary.json
+    if not isinstance(storage, Path) and checkpoint is not None:  # a path inside the bucket -> its URI
+        checkpoint = storage.root.join(checkpoint.removeprefix(storage.root.path)).uri
     summary = _summary(metrics, checkpoint, cfg, run_dir, time.perf_counter() - start)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
+    if not isinstance(storage, Path):
+        from irstdlab.harness import search_storage
+
+        summary["run_dir"] = storage.shown()
+        search_storage.write_bytes(storage.file("summary.json"), json.dumps(summary, indent=2, sort_keys=True).encode())
     m = summary["metrics"]
     log(f"done in {summary['wall_time_s']:.1f} s: best epoch {summary['best_epoch']} "
         f"val mAP07 {m.get('best/val/' + cfg.eval.select_metric, float('nan')) or 0:.3f}; "

@@ -17,6 +17,11 @@ from its own pickle, which keeps seeded suggestions identical across interruptio
 shared with that study would diverge from it. Only the driver writes the journal (one writer per
 search), and a journal we cannot write never stops the search: it is the dashboard's copy, the
 leaderboard keeps every trial.
+
+On storage without POSIX files (``--storage s3://...``) Optuna's file journal is kept in a
+driver-local working copy (``search_storage.local_copy_path``) and the whole file is uploaded to
+the storage after each update; the first event of a driver session restores it from there, so a
+resume on another machine (or after the work folder was deleted) continues the same study.
 """
 
 from __future__ import annotations
@@ -67,16 +72,47 @@ class JournalMirror:
     """Writes one search's trials into its Optuna journal as they start, report and end."""
 
     def __init__(self, path: str, study_name: str, space: SearchSpace) -> None:
-        self.path = path
+        self.ref = path  # where the journal lives: a local path, or a storage URI
         self.study_name = study_name
         self.space = space
         self._storage: Any = None  # opened on the first event
         self._study_id = -1
         self._optuna_ids: dict[str, int] = {}  # Tune trial_id -> Optuna's storage trial id
+        self._restored = False  # the working copy of a remote journal was fetched this session
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its callbacks into tuner.pkl; an open storage holds locks and file handles.
-        return {**self.__dict__, "_storage": None, "_optuna_ids": {}}
+        return {**self.__dict__, "_storage": None, "_optuna_ids": {}, "_restored": False}
+
+    @property
+    def remote(self) -> bool:
+        from irstdlab.harness import search_storage
+
+        return search_storage.is_remote(self.ref)
+
+    @property
+    def path(self) -> str:
+        """The POSIX file Optuna writes: the journal itself, or its driver-local working copy."""
+        from irstdlab.harness import search_storage
+
+        return str(search_storage.local_copy_path(self.ref)) if self.remote else self.ref
+
+    def _restore_copy(self) -> None:
+        """Once per driver session: the working copy starts as the storage's copy (or empty)."""
+        from irstdlab.harness import search_storage
+
+        if getattr(self, "_restored", False) or not self.remote:
+            return
+        local = Path(self.path)
+        if not search_storage.download_file(self.ref, local):
+            local.unlink(missing_ok=True)  # a stale copy of an earlier search of the same name
+        self._restored = True
+
+    def _upload(self) -> None:
+        from irstdlab.harness import search_storage
+
+        if self.remote:
+            search_storage.upload_file(Path(self.path), self.ref)
 
     # ------------------------------------------------------------------ events
     def start(self, trial_id: str, params: dict[str, Any], seed: int | None) -> None:
@@ -124,6 +160,8 @@ class JournalMirror:
         import optuna
 
         if self._storage is None:
+            self._restore_copy()
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             storage = _journal_storage(self.path)
             _study_in(storage, self.study_name, self.space)
             self._storage, self._study_id = storage, storage.get_study_id_from_name(self.study_name)
@@ -149,6 +187,7 @@ class JournalMirror:
     def _guarded(self, trial_id: str, action: Any) -> None:
         try:
             action()
+            self._upload()
         except Exception as exc:  # noqa: BLE001 - the journal is the dashboard's copy: never stop the search for it
             self._storage = None  # reopen (and re-read the file) on the next event
             print(f"irstdlab: warning: Optuna journal not updated for trial {trial_id}: {exc}",

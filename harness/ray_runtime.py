@@ -119,10 +119,12 @@ def worker_failure(exc: BaseException) -> WorkerFailure | None:
 
 
 def build_trainer(cfg: TrialConfig, *, storage: str, name: str, workers: int, cpus_per_worker: float,
-                  gpus_per_worker: float, callbacks: list[Any], max_failures: int) -> Any:
+                  gpus_per_worker: float, callbacks: list[Any], max_failures: int,
+                  storage_filesystem: Any = None) -> Any:
     """One trial as a ``TorchTrainer``: DDP over ``workers`` (gloo on CPU, NCCL on GPU), the config
     as canonical JSON, the newest two checkpoints kept (each holds the selected weights too).
-    ``(storage, name)`` names the run: reusing it resumes the run from its last checkpoint."""
+    ``(storage, name)`` names the run: reusing it resumes the run from its last checkpoint. With a
+    ``storage_filesystem`` (S3 ...), ``storage`` is the path inside it, as Train expects."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -134,24 +136,29 @@ def build_trainer(cfg: TrialConfig, *, storage: str, name: str, workers: int, cp
         train_loop_config={"config_json": cfg.canonical_json()},
         torch_config=TorchConfig(backend="nccl" if gpus_per_worker else "gloo"),
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=bool(gpus_per_worker), resources_per_worker=resources),
-        run_config=RunConfig(name=name, storage_path=storage, callbacks=callbacks,
+        run_config=RunConfig(name=name, storage_path=storage, storage_filesystem=storage_filesystem,
+                             callbacks=callbacks,
                              checkpoint_config=CheckpointConfig(num_to_keep=2),
                              failure_config=FailureConfig(max_failures=max_failures)),
     )
 
 
 def fit(cfg: TrialConfig, *, storage: str | Path, name: str, workers: int = 1, gpus_per_worker: float = 0.0,
-        cpus_per_worker: float = 1.0) -> TrainRunResult:
+        cpus_per_worker: float = 1.0, storage_filesystem: Any = None, log_dir: str | Path | None = None
+        ) -> TrainRunResult:
     """``irstdlab train`` on Ray: run one trial and wait for it. A failure is not retried (the user
-    is watching, and ``irstdlab train`` again resumes from the last checkpoint)."""
+    is watching, and ``irstdlab train`` again resumes from the last checkpoint). With a
+    ``storage_filesystem`` (S3 ...), ``storage`` is the path inside it and the progress log goes to
+    the driver-local ``log_dir``."""
     from irstdlab.harness.trial import per_worker_batch
 
     per_worker_batch(cfg.data.batch_size, workers)  # a global batch that does not divide fails before any worker starts
-    storage = Path(storage).resolve()
-    run_dir = storage / name
+    if storage_filesystem is None:
+        storage = Path(storage).resolve()
+    run_dir = Path(log_dir) if log_dir is not None else Path(storage) / name
     trainer = build_trainer(cfg, storage=str(storage), name=name, workers=workers, cpus_per_worker=cpus_per_worker,
                             gpus_per_worker=gpus_per_worker, callbacks=[TrainProgressCallback(str(run_dir))],
-                            max_failures=0)
+                            max_failures=0, storage_filesystem=storage_filesystem)
     try:
         result = trainer.fit()
     except Exception as exc:  # TrainingFailedError wraps the worker's exception text

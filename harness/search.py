@@ -1,12 +1,17 @@
 """``irstdlab search``: a search space -> Ray Tune (Optuna + ASHA) -> leaderboard rows.
 
-Layout under ``<storage>`` (a local path shared by every node on a cluster):
+Layout under ``<storage>`` (a local path shared by every node on a cluster, or any pyarrow
+filesystem URI such as ``s3://bucket/prefix``: harness/search_storage.py):
 
 * ``<storage>/<name>/``: Tune's experiment (trials, checkpoints, searcher state) plus ours:
   ``irstdlab-search.json`` (the space's text and hash, the budget actually used),
   ``asha_state.json`` (ASHA rungs, restored on resume), ``optuna-journal.log`` (the Optuna study
   for ``optuna.load_study`` / optuna-dashboard), ``train/`` (runs of nested Train trials).
-* ``<storage>/leaderboard/``: the Parquet leaderboard (``search=<name>`` partition).
+* ``<storage>/leaderboard/``: the Parquet leaderboard (``search=<name>`` partition), compacted to one
+  file per search when the search ends.
+
+On an object store the journal and Ray's log are written in a driver-local work folder and the
+journal is copied up after each update: a resume reads everything from the storage.
 
 A new search refuses an existing ``<storage>/<name>``; ``--resume`` continues it through
 ``Tuner.restore`` (finished trials are kept, unfinished ones continue from their checkpoints,
@@ -18,7 +23,6 @@ reached a final row against the plan.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -27,11 +31,14 @@ from collections.abc import Sequence
 
 from irstdlab.harness import configtree, yamlfile
 from irstdlab.harness.errors import ConfigError
+from irstdlab.harness import search_storage
 from irstdlab.harness.paths import ensure_writable_dir, validate_name
+from irstdlab.harness.search_storage import SearchStorage, open_storage
 from irstdlab.harness.search_state import (cannot_resume, check_asha_state, check_journal, read_search_state,
                                            refuse_plan_changes_on_resume, stored_space_error)
 from irstdlab.harness.search_trainable import SearchContext, TrialResources
 from irstdlab.harness.search_tuner import build_tuner, start_ray, trainable
+from irstdlab.leaderboards import storage_uri
 from irstdlab.search_spaces import loader
 from irstdlab.search_spaces.loader import SearchSpace
 from irstdlab.search_spaces.sections import refuse_fixed_and_searched
@@ -73,6 +80,7 @@ class SearchOutcome:
     journal: str
     study_name: str
     top: Any = None  # pandas DataFrame of the best full-fidelity rows
+    work_dir: str = ""  # driver-local files (Ray's log); the search folder itself on a local disk
 
     @property
     def final_rows(self) -> int:
@@ -142,45 +150,49 @@ def study_name(search: str, space: SearchSpace) -> str:
 
 
 # ----------------------------------------------------------------------------------- run
-def _stored_state(search_dir: Path) -> dict[str, Any] | None:
-    state = read_search_state(search_dir / STATE_FILE, {f.name for f in fields(TrialResources)})
+def _stored_state(where: SearchStorage) -> dict[str, Any] | None:
+    state = read_search_state(where.file(STATE_FILE), {f.name for f in fields(TrialResources)})
     if state is not None:  # the other files a resume reads
-        check_asha_state(search_dir / ASHA_FILE)
-        check_journal(search_dir / JOURNAL_FILE)
+        check_asha_state(where.file(ASHA_FILE))
+        check_journal(where.file(JOURNAL_FILE))
     return state
 
 
 def prepare(opts: SearchOptions) -> tuple[SearchSpace, str, str, dict[str, Any]]:
-    """Validate everything that can be validated without Ray; returns (space, name, storage, state)."""
-    if "://" in opts.storage:
-        raise ConfigError(f"--storage {opts.storage}: only shared file system paths are supported for now")
+    """Validate everything that can be validated without Ray; returns (space, name, storage, state),
+    ``storage`` being the storage root's reference (an absolute path, or the URI)."""
+    space, where, state = _prepare(opts)
+    return space, where.name, where.root_ref, state
+
+
+def _prepare(opts: SearchOptions) -> tuple[SearchSpace, SearchStorage, dict[str, Any]]:
     if opts.name is not None:
         validate_name(opts.name, "--name")
-    storage = os.path.abspath(ensure_writable_dir(opts.storage, "--storage"))
-    ensure_writable_dir(Path(storage) / "leaderboard", "--storage")
     if opts.resume:
         if not opts.name:
             raise ConfigError("--resume needs --name NAME (and the same --storage) of the search to continue")
-        search_dir = Path(storage) / opts.name
-        stored = _stored_state(search_dir)
+        where = open_storage(opts.storage, opts.name)
+        stored = _stored_state(where)
         if stored is None:
-            raise ConfigError(f"{search_dir}: no search to resume here (start it without --resume)")
+            raise ConfigError(f"{where.shown()}: no search to resume here (start it without --resume)")
         refuse_plan_changes_on_resume(opts.overrides, opts.max_epochs, opts.searcher_seed, opts.num_samples)
         try:
             space = build_space(opts, stored)
         except (ConfigError, yamlfile.YAMLError) as exc:
-            raise stored_space_error(search_dir / STATE_FILE, exc) from None
+            raise stored_space_error(where.file(STATE_FILE), exc) from None
         if opts.space is not None:
             given = build_space(SearchOptions(**{**asdict(opts), "resume": False, "resources": opts.resources}))
             if given.space_hash != stored["space_hash"]:
-                raise ConfigError(f"{search_dir}: search {opts.name!r} was started with a different space "
+                raise ConfigError(f"{where.shown()}: search {opts.name!r} was started with a different space "
                                   f"({stored['space_hash']} != {given.space_hash}); use another --name")
-        return space, opts.name, storage, stored
+        return space, where, stored
     space = build_space(opts)
     name = opts.name or validate_name(space.name, f"{space.source}: name")
-    search_dir = ensure_writable_dir(Path(storage) / name, "--name")
-    if search_dir.exists() and not opts.dry_run:
-        raise ConfigError(f"{search_dir}: a search named {name!r} already exists here; "
+    where = open_storage(opts.storage, name)
+    if not where.remote:
+        ensure_writable_dir(where.work_dir, "--name")
+    if _search_exists(where) and not opts.dry_run:
+        raise ConfigError(f"{where.shown()}: a search named {name!r} already exists here; "
                           f"use --resume to continue it or --name to start another")
     try:
         check_models(space)
@@ -198,7 +210,14 @@ def prepare(opts: SearchOptions) -> tuple[SearchSpace, str, str, dict[str, Any]]
         "planned_trials": configs * space.seeds, "resources": asdict(opts.resources),
         "scheduler": opts.scheduler, "max_concurrent": opts.max_concurrent,
     }
-    return space, name, storage, state
+    return space, where, state
+
+
+def _search_exists(where: SearchStorage) -> bool:
+    """A folder locally; on an object store (no folders) any object under the search's prefix."""
+    if not where.remote:
+        return where.work_dir.exists()
+    return search_storage.exists(where.file(STATE_FILE)) or bool(storage_uri.listdir(where.root.join(where.name)))
 
 
 def build_space_text(opts: SearchOptions) -> str:
@@ -230,7 +249,8 @@ def run_search(opts: SearchOptions, out: Any = sys.stdout) -> SearchOutcome | No
 
     if stages.is_staged(opts):  # a space with `stages:` (tune -> confirm): harness/stages.py
         return stages.run_staged(opts, out)
-    space, name, storage, state = prepare(opts)
+    space, where, state = _prepare(opts)
+    name = where.name
     if opts.resume:  # the stored resources/scheduler win: a restore cannot change them
         opts.resources = TrialResources(**state["resources"])
         opts.scheduler = state["scheduler"]
@@ -243,38 +263,54 @@ def run_search(opts: SearchOptions, out: Any = sys.stdout) -> SearchOutcome | No
         for point in preview:
             print(f"    {point}", file=out)
         return None
-    search_dir = Path(storage) / name
     started = start_ray(opts.address, opts.num_cpus)
     try:
-        from ray import tune
-
         from irstdlab.harness.ray_logs import attach_log_file
 
+        where.work_dir.mkdir(parents=True, exist_ok=opts.resume or where.remote)
         if opts.resume:
-            path = str(search_dir)
-            if not tune.Tuner.can_restore(path):
-                raise ConfigError(f"{path}: Tune has no saved state for this search yet "
-                                  f"(it was stopped before its first snapshot); start it again under a new --name")
-            ctx = SearchContext(search=name, space=space, storage=storage, resources=opts.resources)
-            try:
-                tuner = tune.Tuner.restore(path, trainable=trainable(ctx), resume_unfinished=True,
-                                           resume_errored=False)
-            except Exception as exc:  # noqa: BLE001 - a truncated tuner.pkl / experiment state, any type
-                raise cannot_resume(search_dir, f"Tune cannot read its saved state ({type(exc).__name__})") from None
-            attach_log_file(search_dir / RAY_LOG)
-            print(f"resuming search {name} from {path}", file=out, flush=True)
+            tuner = _restore_tuner(where, space, opts)
+            attach_log_file(where.work_dir / RAY_LOG)
+            print(f"resuming search {name} from {where.shown()}", file=out, flush=True)
         else:
-            search_dir.mkdir(parents=True, exist_ok=False)
-            attach_log_file(search_dir / RAY_LOG)
-            (search_dir / STATE_FILE).write_text(json.dumps(state, indent=1, sort_keys=True))
-            tuner = build_tuner(space, opts, name, storage, state["planned_configs"])
+            attach_log_file(where.work_dir / RAY_LOG)
+            search_storage.write_bytes(where.file(STATE_FILE), json.dumps(state, indent=1, sort_keys=True).encode())
+            tuner = build_tuner(space, opts, where, state["planned_configs"])
         tuner.fit()
     finally:
         if started:
             import ray
 
             ray.shutdown()
-    return _outcome(name, storage, space, state, opts.top_k)
+    _compact(where)
+    return _outcome(where, space, state, opts.top_k)
+
+
+def _restore_tuner(where: SearchStorage, space: SearchSpace, opts: SearchOptions) -> Any:
+    """``Tuner.restore`` from the storage itself (nothing local is needed)."""
+    from ray import tune
+
+    path, filesystem = where.tune_search_path()
+    if not tune.Tuner.can_restore(path, storage_filesystem=filesystem):
+        raise ConfigError(f"{where.shown()}: Tune has no saved state for this search yet "
+                          f"(it was stopped before its first snapshot); start it again under a new --name")
+    ctx = SearchContext(search=where.name, space=space, storage=where.root_ref, resources=opts.resources)
+    try:
+        return tune.Tuner.restore(path, trainable=trainable(ctx), resume_unfinished=True, resume_errored=False,
+                                  storage_filesystem=filesystem)
+    except Exception as exc:  # noqa: BLE001 - a truncated tuner.pkl / experiment state, any type
+        raise cannot_resume(where.search_ref, f"Tune cannot read its saved state ({type(exc).__name__})") from None
+
+
+def _compact(where: SearchStorage) -> None:
+    """One file for the search's partition (plus later appends): many small objects are slow on S3."""
+    from irstdlab.leaderboards import open as open_leaderboard
+
+    try:
+        open_leaderboard(where.leaderboard_ref).compact(search=where.name)
+    except Exception as exc:  # noqa: BLE001 - every row is already written; compaction only speeds reading
+        print(f"irstdlab: warning: leaderboard partition of {where.name} not compacted: {exc}",
+              file=sys.stderr, flush=True)
 
 
 def _preview(space: SearchSpace, n: int) -> list[dict[str, Any]]:
@@ -293,12 +329,13 @@ def _preview(space: SearchSpace, n: int) -> list[dict[str, Any]]:
     return points
 
 
-def _outcome(name: str, storage: str, space: SearchSpace, state: dict[str, Any], top_k: int) -> SearchOutcome:
+def _outcome(where: SearchStorage, space: SearchSpace, state: dict[str, Any], top_k: int) -> SearchOutcome:
     import warnings
 
     from irstdlab.leaderboards import open as open_leaderboard
 
-    board = open_leaderboard(Path(storage) / "leaderboard")
+    name = where.name
+    board = open_leaderboard(where.leaderboard_ref)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         table = board.read_table(search=name).table
@@ -309,8 +346,8 @@ def _outcome(name: str, storage: str, space: SearchSpace, state: dict[str, Any],
     outcome = SearchOutcome(
         name=name, planned=int(state["planned_trials"]), rows=rows,
         interrupted=sum(n for s, n in rows.items() if s != "interrupted") < int(state["planned_trials"]),
-        search_dir=str(Path(storage) / name), leaderboard_dir=str(Path(storage) / "leaderboard"),
-        journal=str(Path(storage) / name / JOURNAL_FILE), study_name=state["study_name"])
+        search_dir=where.shown(), leaderboard_dir=where.root.join("leaderboard").uri,
+        journal=where.shown(JOURNAL_FILE), study_name=state["study_name"], work_dir=str(where.work_dir))
     if table.num_rows:
         df = table.to_pandas()
         col = f"metric.{space.metric}"

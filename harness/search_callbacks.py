@@ -9,7 +9,8 @@ across interruptions (notes E3); a journal shared with that study would diverge 
 The row itself is data (``harness/rows.py``); this module only gathers its inputs from Tune's
 ``Trial`` and writes it. A trial's spec (its resolved config) and facts (cost, hardware, backend,
 versions) arrive once, in its first report; the callback keeps them in
-``<search dir>/trial_records/<trial_id>.json`` so a resumed search still has them for trials that
+``<search dir>/trial_records/<trial_id>.json`` (through ``search_storage``: a
+local folder or an object store) so a resumed search still has them for trials that
 do not report again. The fair ASHA scheduler is in
 ``harness/asha.py``; the live Optuna journal (every trial from its start, every epoch, its end) in
 ``harness/journal.py``.
@@ -27,6 +28,7 @@ from typing import Any
 
 from ray.tune import Callback
 
+from irstdlab.harness import search_storage
 from irstdlab.harness.journal import JournalMirror, open_journal_study  # noqa: F401 - re-exported
 from irstdlab.harness.asha import rung_decisions
 from irstdlab.harness.rows import (FACTS_FIELD, FINAL_STATUSES, SPEC_FIELD, TrialFacts, build_row, end_status,
@@ -49,17 +51,14 @@ class LeaderboardCallback(Callback):
         self.study_name = study_name
         self.written: dict[str, str] = {}  # trial_id -> status written this session
         self.journal = JournalMirror(journal_path, study_name, space)
-        self.records_dir = Path(journal_path).parent / "trial_records"
+        self.records_dir = search_storage.join(search_storage.parent(journal_path), "trial_records")
 
     # ------------------------------------------------------------------ Tune hooks
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         self.journal.report(trial.trial_id, *split_config(trial.config), result)
         if result.get(FACTS_FIELD) and result.get(SPEC_FIELD):  # a session's first report (or a failure)
-            path = self.records_dir / f"{trial.trial_id}.json"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_text(json.dumps({"facts": result[FACTS_FIELD], "spec": result[SPEC_FIELD]}))
-            os.replace(tmp, path)
+            record = json.dumps({"facts": result[FACTS_FIELD], "spec": result[SPEC_FIELD]}).encode()
+            search_storage.write_bytes(self._record_ref(trial.trial_id), record)  # whole, atomic
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         result = trial.last_result or {}
@@ -90,11 +89,14 @@ class LeaderboardCallback(Callback):
                 if s in FINAL_STATUSES}
 
     # ------------------------------------------------------------------ rows
+    def _record_ref(self, trial_id: str) -> str:
+        return search_storage.join(self.records_dir, f"{trial_id}.json")
+
     def record(self, trial: Any) -> tuple[TrialSpec, TrialFacts | None]:
         """The trial's spec and facts as it reported them; a trial that never reported (it failed
         while starting) is resolved here, from the space's base data, and has no facts."""
         try:
-            saved = json.loads((self.records_dir / f"{trial.trial_id}.json").read_text())
+            saved = json.loads(search_storage.read_bytes(self._record_ref(trial.trial_id)))
             return TrialSpec.from_json(saved["spec"]), TrialFacts.from_json(saved["facts"])
         except (OSError, ValueError, TypeError, KeyError):
             params, seed = split_config(trial.config)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Sequence
 
+from irstdlab.harness import search_storage
 from irstdlab.harness.errors import ConfigError
 
 _NONE = type(None)
@@ -26,8 +27,8 @@ SEARCH_STATE_KEYS: dict[str, tuple[type, ...]] = {
 SCHEDULERS = ("asha", "none")
 
 
-def cannot_resume(path: Path, problem: str) -> ConfigError:
-    return ConfigError(f"{path}: {problem}; this search cannot be resumed: start it again under a new --name "
+def cannot_resume(path: Path | str, problem: str) -> ConfigError:
+    return ConfigError(f"{search_storage.shown(str(path))}: {problem}; this search cannot be resumed: start it again under a new --name "
                        f"(or resume with the irstdlab version that wrote it)")
 
 
@@ -42,7 +43,7 @@ def refuse_plan_changes_on_resume(overrides: Sequence[str], max_epochs: int | No
                           f"it; drop {given[0]}, or start a new search under another --name")
 
 
-def stored_space_error(path: Path, exc: Exception) -> ConfigError:
+def stored_space_error(path: Path | str, exc: Exception) -> ConfigError:
     """The stored space text (``space_text``) no longer parses or validates."""
     mark = getattr(exc, "problem_mark", None)
     reason = (f"not valid YAML at line {mark.line + 1}: {getattr(exc, 'problem', '')}" if mark is not None
@@ -50,9 +51,9 @@ def stored_space_error(path: Path, exc: Exception) -> ConfigError:
     return cannot_resume(path, f"its stored search space (space_text) does not load ({reason})")
 
 
-def _read_json(path: Path, what: str) -> Any:
+def _read_json(path: Path | str, what: str) -> Any:
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = search_storage.read_bytes(str(path)).decode("utf-8")
     except OSError as exc:
         raise cannot_resume(path, f"cannot read the {what} ({exc.strerror or exc})") from None
     except UnicodeDecodeError:
@@ -71,9 +72,9 @@ def _is(value: Any, types: tuple[type, ...]) -> bool:
     return isinstance(value, types)
 
 
-def read_search_state(path: Path, resource_fields: set[str]) -> dict[str, Any] | None:
-    """The validated ``irstdlab-search.json`` at ``path``; None when there is none."""
-    if not path.exists():
+def read_search_state(path: Path | str, resource_fields: set[str]) -> dict[str, Any] | None:
+    """The validated ``irstdlab-search.json`` at ``path`` (a path or storage URI); None when there is none."""
+    if not search_storage.exists(str(path)):
         return None
     state = _read_json(path, "search state")
     if not isinstance(state, dict):
@@ -95,9 +96,9 @@ def read_search_state(path: Path, resource_fields: set[str]) -> dict[str, Any] |
     return state
 
 
-def check_asha_state(path: Path) -> None:
+def check_asha_state(path: Path | str) -> None:
     """``asha_state.json`` as ``PersistentASHA`` writes it: {brackets: [[[milestone, {trial: value}]]]}."""
-    if not path.exists():
+    if not search_storage.exists(str(path)):
         return
     state = _read_json(path, "ASHA scheduler state")
     if not isinstance(state, dict) or not isinstance(state.get("brackets"), list):
@@ -114,17 +115,17 @@ def check_asha_state(path: Path) -> None:
                 raise cannot_resume(path, f"brackets[{b}][{r}]: expected [milestone, {{trial: value}}]")
 
 
-def check_journal(path: Path) -> None:
+def check_journal(path: Path | str) -> None:
     """``optuna-journal.log``: one JSON object per newline-terminated line.
 
     A cut-off last line (the process was killed mid-write) is fine: Optuna skips it on reading
     and ``drop_cut_off_record`` removes it before the next append. A broken line before it makes
     every read of the study fail; the journal is only the dashboard's copy (the leaderboard
     holds every trial), so the way out is to move it aside."""
-    if not path.exists():
+    if not search_storage.exists(str(path)):
         return
     try:
-        data = path.read_bytes()
+        data = search_storage.read_bytes(str(path))
     except OSError as exc:
         raise cannot_resume(path, f"cannot read the Optuna journal ({exc.strerror or exc})") from None
     lines = data.splitlines(keepends=True)
@@ -136,7 +137,7 @@ def check_journal(path: Path) -> None:
         except ValueError:  # JSONDecodeError and UnicodeDecodeError
             complete = False
         if not complete:
-            raise ConfigError(f"{path}: line {number} of the Optuna journal is not a JSON record, so Optuna "
+            raise ConfigError(f"{search_storage.shown(str(path))}: line {number} of the Optuna journal is not a JSON record, so Optuna "
                               f"cannot read the study; move the file aside to resume (it is the dashboard's "
                               f"copy: the leaderboard keeps every trial)")
 

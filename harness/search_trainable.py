@@ -62,7 +62,7 @@ class SearchContext:
 
     search: str
     space: SearchSpace
-    storage: str  # the search's storage root (Train runs live under <storage>/<search>/train)
+    storage: str  # the search's storage root, a path or URI (Train runs live under <storage>/<search>/train)
     resources: TrialResources = TrialResources()
 
 
@@ -145,6 +145,7 @@ def _run_nested(cfg: Any, ctx: SearchContext, record: dict[str, str], every: dic
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from irstdlab.harness.ray_runtime import build_trainer, worker_failure
+    from irstdlab.harness.search_storage import tune_storage_of
 
     class FactsReportCallback(TuneReportCallback):
         """Rank 0's report to Tune, with the trial's record on the first one and objective costs on all."""
@@ -159,8 +160,9 @@ def _run_nested(cfg: Any, ctx: SearchContext, record: dict[str, str], every: dic
             super().after_report(run_context, [first] + list(metrics[1:]), checkpoint)
 
     res = ctx.resources
+    storage_path, storage_filesystem = tune_storage_of(train_storage(ctx.storage, ctx.search))
     trainer = build_trainer(
-        cfg, storage=train_storage(ctx.storage, ctx.search),
+        cfg, storage=storage_path, storage_filesystem=storage_filesystem,
         name=f"train-trial_id={ray.tune.get_context().get_trial_id()}",  # stable: a restarted trial resumes its own run
         workers=res.workers_per_trial, cpus_per_worker=res.cpus_per_worker, gpus_per_worker=res.gpus_per_worker,
         callbacks=[FactsReportCallback()],
@@ -176,7 +178,10 @@ def _run_nested(cfg: Any, ctx: SearchContext, record: dict[str, str], every: dic
 
 
 def train_storage(storage: str, search: str) -> str:
-    return f"{storage.rstrip('/')}/{search}/train"
+    """The nested Train runs' storage reference (a path or URI) under the search's folder."""
+    from irstdlab.harness.search_storage import join
+
+    return join(storage, search, "train")
 
 
 __all__ = ["SearchContext", "TrialResources", "hardware", "model_cost", "objective_facts", "search_trial",

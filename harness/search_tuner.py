@@ -5,9 +5,9 @@ fair ASHA scheduler, our callbacks and the trainable, assembled into one ``tune.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from irstdlab.harness.search_storage import SearchStorage
 from irstdlab.harness.search_trainable import SearchContext
 from irstdlab.search_spaces.loader import SEED_INDEX_KEY, SearchSpace
 
@@ -63,10 +63,13 @@ def trainable(ctx: SearchContext) -> Any:
     return tune.with_resources(tune.with_parameters(search_trial, ctx=ctx), ctx.resources.tune_resources())
 
 
-def build_tuner(space: SearchSpace, opts: SearchOptions, name: str, storage: str, planned_configs: int,
+def build_tuner(space: SearchSpace, opts: SearchOptions, where: SearchStorage, planned_configs: int,
                 experiment: str | None = None) -> Any:
-    """``experiment``: Tune's folder under ``storage`` when it is not ``name`` (a stage of a staged
-    search, ``<name>/tune-<group>``; its rows still belong to search ``name``)."""
+    """A new search's ``tune.Tuner``: experiment state and checkpoints under ``where`` (any
+    filesystem), our state files beside them by reference (``harness/search_storage.py``).
+    ``experiment``: Tune's folder under the storage when it is not the search's own (a stage of a
+    staged search, ``<name>/tune-<group>``, keeps its state files there; its rows still belong to
+    search ``where.name``)."""
     from ray import tune
 
     from irstdlab.harness.search import ASHA_FILE, JOURNAL_FILE, study_name  # the search's file layout
@@ -75,9 +78,9 @@ def build_tuner(space: SearchSpace, opts: SearchOptions, name: str, storage: str
     from irstdlab.harness.search_callbacks import LeaderboardCallback
     from irstdlab.harness.search_progress import ProgressCallback
 
-    experiment = experiment or name
-    search_dir = Path(storage) / experiment
-    ctx = SearchContext(search=name, space=space, storage=storage, resources=opts.resources)
+    name = where.name
+    files = SearchStorage(where.root, experiment) if experiment else where  # where the state files live
+    ctx = SearchContext(search=name, space=space, storage=where.root_ref, resources=opts.resources)
     if space.sampler == "grid":
         grid = space.grid()[:planned_configs]
         param_space = {"params": tune.grid_search(grid), SEED_INDEX_KEY: tune.grid_search(list(range(space.seeds)))}
@@ -87,16 +90,17 @@ def build_tuner(space: SearchSpace, opts: SearchOptions, name: str, storage: str
     scheduler = None
     if opts.scheduler == "asha":
         scheduler = PersistentASHA(
-            str(search_dir / ASHA_FILE), time_attr="epoch", metric=space.metric, mode=space.mode,
+            files.file(ASHA_FILE), time_attr="epoch", metric=space.metric, mode=space.mode,
             max_t=space.budget.max_epochs, grace_period=space.budget.grace_period,
             reduction_factor=space.budget.reduction_factor, tie_tolerance=space.budget.tie_tolerance,
             min_compared=space.budget.min_compared, stop_within=space.budget.stop_within)
-    asha_state = str(search_dir / ASHA_FILE) if scheduler is not None else None
+    asha_state = files.file(ASHA_FILE) if scheduler is not None else None
     callbacks = [
-        LeaderboardCallback(name, space, str(Path(storage) / "leaderboard"), str(search_dir / JOURNAL_FILE),
+        LeaderboardCallback(name, space, where.leaderboard_ref, files.file(JOURNAL_FILE),
                             study_name(name, space), asha_state),
         ProgressCallback(space.metric, space.budget.max_epochs, asha_state=asha_state),
     ]
+    storage_path, storage_filesystem = where.tune_storage()
     return tune.Tuner(
         trainable(ctx),
         param_space=param_space,
@@ -104,7 +108,8 @@ def build_tuner(space: SearchSpace, opts: SearchOptions, name: str, storage: str
                                     max_concurrent_trials=opts.max_concurrent, reuse_actors=False,
                                     trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(
-            name=experiment, storage_path=storage, callbacks=callbacks, verbose=0,
+            name=files.name, storage_path=storage_path, storage_filesystem=storage_filesystem, callbacks=callbacks,
+            verbose=0,
             failure_config=tune.FailureConfig(max_failures=2),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         ),

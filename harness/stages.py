@@ -191,7 +191,11 @@ def _fit(space: SearchSpace, opts: Any, name: str, storage: str, experiment: str
         print(f"resuming {experiment} of search {name} from {path}", file=out, flush=True)
     else:
         print(f"starting {experiment} of search {name}", file=out, flush=True)
-        tuner = build_tuner(space, opts, name, storage, configs, experiment=f"{name}/{experiment}")
+        from irstdlab.harness.search_storage import SearchStorage
+        from irstdlab.leaderboards import storage_uri
+
+        where = SearchStorage(storage_uri.resolve(storage), name)
+        tuner = build_tuner(space, opts, where, configs, experiment=f"{name}/{experiment}")
     tuner.fit()
 
 
