@@ -303,8 +303,8 @@ def _restore_tuner(where: SearchStorage, space: SearchSpace, opts: SearchOptions
                           f"(it was stopped before its first snapshot); start it again under a new --name")
     ctx = SearchContext(search=where.name, space=space, storage=where.root_ref, resources=opts.resources)
     try:
-        return tune.Tuner.restore(path, trainable=trainable(ctx), resume_unfinished=True, resume_errored=False,
-                                  restart_errored=opts.retry_failed, storage_filesystem=filesystem)
+        return tune.Tuner.restore(path, trainable=trainable(ctx), resume_unfinished=True,
+                                  resume_errored=opts.retry_failed, storage_filesystem=filesystem)
     except Exception as exc:  # noqa: BLE001 - a truncated tuner.pkl / experiment state, any type
         raise cannot_resume(where.search_ref, f"Tune cannot read its saved state ({type(exc).__name__})") from None
 

@@ -11,11 +11,13 @@ after the state file was written but before Tune's next snapshot still gets its 
 next plain ``--resume``. The searcher itself (Optuna's study and seeded sampler, Ray's Repeater)
 is restored by Tune untouched, so the new configurations continue the seeded sequence.
 
-``--retry-failed`` is Tune's ``Tuner.restore(..., restart_errored=True)``: trials that raised
-(a crash, a lost node, a missing file) start again from scratch under their own trial id, so
-their new leaderboard row replaces the old one (the store keeps the newest ``written_at`` per
-(search, trial)). A trial whose loss diverged ended normally with a failure report: that is
-its configuration's result, and it is not rerun.
+``--retry-failed`` is Tune's ``Tuner.restore(..., resume_errored=True)``: trials that raised (a crash,
+a lost node, a missing file) run again under their own trial id, from their last checkpoint (from
+scratch when they had none), so the row they write when they end replaces the failed one (the store
+keeps the newest ``written_at`` per (search, trial)). Tune's other way, ``restart_errored``, starts a
+new trial with a new id (``Trial.reset``), which would leave the failed row beside the new one. A
+trial whose loss diverged ended normally with a failure report: that is its configuration's
+result, and it is not rerun.
 """
 
 from __future__ import annotations
