@@ -154,7 +154,10 @@ def test_kill_then_resume_more_continues_the_seeded_sequence(tmp_path):
     from irstdlab.harness.search import SearchOptions, _preview, build_space
 
     expected = _preview(build_space(SearchOptions(space=str(space_file))), 4)
-    assert sorted(map(json.dumps, params)) == sorted(map(json.dumps, expected))  # ... of the seeded sequence
+    def canonical(points: list[dict]) -> list[str]:
+        return sorted(json.dumps(p, sort_keys=True) for p in points)
+
+    assert canonical(params) == canonical(expected)  # ... of the seeded sequence
 
 
 @pytest.mark.slow
