@@ -187,7 +187,20 @@ def simulate(trials: int, storage: Path, args: argparse.Namespace, timers: Timer
 
 
 def leaderboard_costs(board: str, search: str) -> dict[str, Any]:
-    """Files and bytes of the leaderboard, and how long a user waits for ``show`` and ``compare``."""
+    """Files and bytes of the leaderboard, and how long a user waits for ``show`` and ``compare``:
+    as the search leaves it while running (one file per row), then after the compaction that
+    ``irstdlab search`` does when it ends (``compacted_*``, with the time it took)."""
+    from irstdlab.leaderboards import open as open_leaderboard
+
+    out = _board_costs(board, search)
+    start = time.perf_counter()
+    open_leaderboard(board).compact(search=search)
+    out["compact_s"] = round(time.perf_counter() - start, 2)
+    out.update({f"compacted_{k}": v for k, v in _board_costs(board, search).items()})
+    return out
+
+
+def _board_costs(board: str, search: str) -> dict[str, Any]:
     files = [p for p in Path(board).rglob("*.parquet")]
     out: dict[str, Any] = {"files": len(files), "bytes": sum(p.stat().st_size for p in files)}
     for command in (["show", "--search", search], ["compare", "--search", search]):
@@ -251,7 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     print(table(results))
     print("leaderboard at the end: " + "; ".join(
         f"{r['trials']} trials: {r['files']} files, {r['bytes'] / 1e6:.2f} MB, show {r['show_s']} s, "
-        f"compare {r['compare_s']} s" for r in results))
+        f"compare {r['compare_s']} s; compacted in {r['compact_s']} s to {r['compacted_files']} file(s), "
+        f"{r['compacted_bytes'] / 1e6:.2f} MB, show {r['compacted_show_s']} s, compare {r['compacted_compare_s']} s"
+        for r in results))
     biggest = results[-1]
     print(json.dumps({"ray_start_s": round(ray_start_s, 2), "storage": str(root),
                       "cpu_ms_per_trial_at_max": round(biggest["cpu_ms_per_trial"], 2),
