@@ -1,6 +1,7 @@
 """`ModelConfig`: every knob of every detector in one validated dataclass.
 
-Defaults are the reference (BAFE-Net's FCOS host, BAFE_REFERENCE §3-4) except
+Defaults are the reference (BAFE-Net's FCOS host as GrokCV/BAFE-Net configures it in
+``configs/detection/fcos_changer_seg/fcos_changer_seg_r50-caffe_fpn_gn-head_1x_densesirst.py``) except
 ``num_levels=5``, which is the Table II FCOS baseline (P3-P7). A detector's own values for the
 keys a config leaves out are registered with its builder (``register(..., defaults=...)``,
 e.g. ``bafenet``'s 3 levels P3-P5) and applied by ``with_model_defaults``; its training recipe

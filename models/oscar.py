@@ -1,7 +1,7 @@
 """OSCAR, the one-stage cascade refinement detector, as ODI releases it.
 
-Written from OSCAR_LSKNET_SIRSTV2_REFERENCE §2 (ODI ``OSCARNet`` / ``FlexFPN`` /
-``OSCARNoCoHead``), without mm* code:
+Written from ODI's release (YimianDai/open-deepinfrared ``deepir/models/detectors/oscar.py``,
+``deepir/models/necks/flex_fpn.py``: ``OSCARNet`` / ``FlexFPN`` / ``OSCARNoCoHead``), without mm* code:
 
 * backbone: FlexResNet-18 = ResNet-18 with a 3x3 deep stem, random init, BN trainable
   (``OSCAR_DEFAULTS``, registered with the builder; any backbone of ``ModelConfig.backbone`` works, LSKNet too);
@@ -300,7 +300,8 @@ class OSCAR(nn.Module):
         return self.head.postprocess(out, (images.shape[-2], images.shape[-1]))
 
 
-# ODI's released OSCAR (OSCAR_LSKNET_SIRSTV2_REFERENCE §2): FlexResNet-18 deep stem from random
+# ODI's released OSCAR (YimianDai/open-deepinfrared
+# ``configs/oscar/sota/oscar_w_noco_head_r18_caffe_fpn_p2_gn-head_1x_sirst_det2noco.py``): FlexResNet-18 deep stem from random
 # init with trainable BN, FPN 256, focal gamma 3 weight 2, DIoU, 0.05/NMS 0.5/100.
 OSCAR_DEFAULTS = {
     "backbone": "resnet18", "deep_stem": True, "frozen_bn": False, "norm_eval": False,
