@@ -78,28 +78,39 @@ class Table:
             raise TableError(f"no recorded curve for {point}") from None
 
 
-def read_table(path: Path | str, space: Any, metric_column: str = "val_mAP07") -> Table:
-    """The CSV written by ``replay_record.record`` as a :class:`Table` in the space's grid order;
-    every grid point must have a value for every epoch 1..max_epochs."""
+def read_rows(path: Path | str, space: Any, metric_column: str = "val_mAP07", skip_outside: bool = False
+              ) -> list[tuple[dict[str, Any], dict[int, float]]]:
+    """The CSV's points (typed as the space's values) with their value per epoch, in file order.
+    ``skip_outside``: leave out rows with a value the space does not have, instead of failing."""
     path = Path(path)
     typed = {p.path: {str(v): v for v in p.grid_values()} for p in space.parameters}
-    found: dict[str, dict[int, float]] = {}
+    found: dict[str, tuple[dict[str, Any], dict[int, float]]] = {}
     with open(path, newline="") as f:
         for line, row in enumerate(csv.DictReader(f), 2):
-            point = {}
+            point, outside = {}, False
             for name, values in typed.items():
                 text = (row.get(name) or "").strip()
                 if text:
-                    if text not in values:
+                    if text not in values and not skip_outside:
                         raise TableError(f"{path}:{line}: {name}: {text!r} is not one of the space's values")
-                    point[name] = values[text]
+                    outside = outside or text not in values
+                    point[name] = values.get(text)
+            if outside:
+                continue
             try:
                 epoch, value = int(row["epoch"]), float(row[metric_column])
             except (KeyError, TypeError, ValueError):
                 raise TableError(f"{path}:{line}: epoch / {metric_column}: missing or not a number") from None
             if not math.isfinite(value):
                 raise TableError(f"{path}:{line}: {metric_column}: {value} is not finite")
-            found.setdefault(point_key(point), {})[epoch] = value
+            found.setdefault(point_key(point), (point, {}))[1][epoch] = value
+    return list(found.values())
+
+
+def read_table(path: Path | str, space: Any, metric_column: str = "val_mAP07") -> Table:
+    """The CSV written by ``replay_record.record`` as a :class:`Table` in the space's grid order;
+    every grid point must have a value for every epoch 1..max_epochs."""
+    found = {point_key(p): curve for p, curve in read_rows(path, space, metric_column)}
     epochs = space.budget.max_epochs
     curves = []
     for point in space.grid():
@@ -248,5 +259,5 @@ def format_summary(summary: dict[str, dict[str, Any]], table: Table, tolerance: 
     return "\n".join(lines)
 
 
-__all__ = ["METHODS", "Outcome", "Table", "TableError", "format_summary", "read_table", "replay", "run_all",
-           "summarise"]
+__all__ = ["METHODS", "Outcome", "Table", "TableError", "format_summary", "point_key", "read_rows", "read_table",
+           "replay", "run_all", "summarise"]

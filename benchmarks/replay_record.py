@@ -82,31 +82,67 @@ def columns(space: Any) -> list[str]:
     return [p.path for p in space.parameters] + ["epoch", METRIC_COLUMN]
 
 
-def record(out: Path = TABLE, workers: int = 2, echo: Any = print) -> Path:
-    """Train every grid point (``workers`` at a time) and write the table; rows land in ``out``
-    as trials finish, then the file is rewritten in grid order."""
+def _recorded(path: Path, space: Any, epochs: int) -> dict[str, tuple[dict[str, Any], list[float]]]:
+    """Complete curves already in ``path`` (a cut-short run's rows), by point key."""
+    from replay import TableError, point_key, read_rows
+
+    if not path.is_file():
+        return {}
+    try:
+        found = read_rows(path, space, skip_outside=True)  # rows of a wider grid recorded earlier
+    except TableError:
+        return {}
+    return {point_key(p): (p, [c[e] for e in range(1, epochs + 1)])
+            for p, c in found if all(e in c for e in range(1, epochs + 1))}
+
+
+def _write(f: Any, space: Any, point: dict[str, Any], values: list[float]) -> None:
+    writer = csv.writer(f)
+    for epoch, value in enumerate(values, 1):
+        writer.writerow([point.get(p.path, "") for p in space.parameters] + [epoch, f"{value:.4f}"])
+
+
+def _priority(point: dict[str, Any]) -> int:
+    """Train in nested product grids, so that a run cut short on a busy machine still holds one the
+    space can be narrowed to: first BAFE-Net p 0.25/0.5 (dynamic) and FCOS head depth 1/3 at every
+    lr, then BAFE-Net p 0.75, then FCOS head depth 2, then BAFE-Net's `random` selection."""
+    if point.get("model.selection") == "random":
+        return 3
+    return 2 if point.get("model.head_depth") == 2 else int(point.get("model.p") == 0.75)
+
+
+def _echo(line: str) -> None:
+    print(line, flush=True)
+
+
+def record(out: Path = TABLE, workers: int = 2, echo: Any = _echo) -> Path:
+    """Train every grid point (``workers`` at a time) and write the table. Rows land in a partial
+    file as trials finish; a rerun after an interruption keeps its complete curves and trains only
+    the rest. At the end the table is rewritten in grid order."""
+    from replay import point_key
+
     space = grid_space()
     points = space.grid()
-    names = columns(space)
     partial = out.with_name(f".{out.name}.partial")
-    done: dict[str, tuple[dict[str, Any], list[float]]] = {}
-    with open(partial, "w", newline="") as f, mp.get_context("spawn").Pool(workers) as pool:
-        writer = csv.writer(f)
-        writer.writerow(names)
-        for i, (point, values, secs) in enumerate(pool.imap_unordered(_train, points), 1):
-            for epoch, value in enumerate(values, 1):
-                writer.writerow([point.get(p.path, "") for p in space.parameters] + [epoch, f"{value:.4f}"])
-            f.flush()
-            done[repr(sorted(point.items()))] = (point, values)
-            echo(f"[{i}/{len(points)}] {point} -> {[round(v, 3) for v in values]} ({secs:.0f} s)")
+    done = _recorded(partial, space, space.budget.max_epochs)
+    todo = sorted((p for p in points if point_key(p) not in done), key=_priority)
+    echo(f"{len(points)} grid points, {len(done)} already recorded in {partial}")
     tmp = out.with_name(f".{out.name}.tmp")
     with open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(names)
+        csv.writer(f).writerow(columns(space))
+        for point, values in done.values():
+            _write(f, space, point, values)
+    os.replace(tmp, partial)
+    with open(partial, "a", newline="") as f, mp.get_context("spawn").Pool(workers) as pool:
+        for point, values, secs in pool.imap_unordered(_train, todo):
+            _write(f, space, point, values)
+            f.flush()
+            done[point_key(point)] = (point, values)
+            echo(f"[{len(done)}/{len(points)}] {point} -> {[round(v, 3) for v in values]} ({secs:.0f} s)")
+    with open(tmp, "w", newline="") as f:
+        csv.writer(f).writerow(columns(space))
         for point in points:
-            _, values = done[repr(sorted(point.items()))]
-            for epoch, value in enumerate(values, 1):
-                writer.writerow([point.get(p.path, "") for p in space.parameters] + [epoch, f"{value:.4f}"])
+            _write(f, space, point, done[point_key(point)][1])
     os.replace(tmp, out)
     partial.unlink()
     return out

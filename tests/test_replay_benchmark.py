@@ -105,3 +105,24 @@ def test_read_table_round_trip_and_a_missing_epoch(tmp_path):
     path.write_text("\n".join(lines[:-1]) + "\n")  # fcos lr 0.004 lost its epoch 2
     with pytest.raises(replay.TableError, match=r"t\.csv: val_mAP07: no value for .*fcos.* epoch\(s\) \[2\]"):
         replay.read_table(path, s)
+
+
+def test_efficiency_part_names_a_bad_table_in_one_line(tmp_path, capsys):
+    import bench_search
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("model.name,optim.lr,model.head_depth,model.p,model.selection,epoch,val_mAP07\n"
+                   "fcos,0.0006,7,,,1,0.1\n")
+    assert bench_search.main(["--part", "efficiency", "--table", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {bad}:2: model.head_depth: '7' is not one of the space's values"]
+
+
+def test_rows_of_a_wider_grid_are_skipped_only_when_asked(tmp_path):
+    s = space()
+    path = tmp_path / "wider.csv"
+    path.write_text("model.name,optim.lr,epoch,val_mAP07\nfcos,0.002,1,0.1\nfcos,0.008,1,0.2\n")
+    rows = replay.read_rows(path, s, skip_outside=True)
+    assert rows == [({"model.name": "fcos", "optim.lr": 0.002}, {1: 0.1})]
+    with pytest.raises(replay.TableError, match=r"wider\.csv:3: optim\.lr: '0\.008'"):
+        replay.read_rows(path, s)
