@@ -91,20 +91,26 @@ def overhead(folder: Path, images: int, epochs: int, n: int) -> dict:
             "ratio": (searched + ray_start) / plain, "ratio_without_ray_start": searched / plain}
 
 
-def efficiency(table_path: Path, seeds: list[int], tolerance: float, budget: float) -> dict:
+def efficiency(table_path: Path, seeds: list[int], tolerance: float, budget: float,
+               grace_period: int | None = None) -> dict:
     """Replay every method over ``seeds`` against the recorded table (``replay.py``)."""
+    import dataclasses
+
     import replay
     import replay_record
 
     space = replay_record.grid_space()
+    if grace_period is not None:  # what-if: the same table under another first rung
+        space = dataclasses.replace(space, budget=dataclasses.replace(space.budget, grace_period=grace_period))
     table = replay.read_table(table_path, space)
     t0 = time.perf_counter()
     outcomes = replay.run_all(space, table, seeds, tolerance=tolerance, budget=budget)
     summary = replay.summarise(outcomes)
     return {"table": str(table_path), "grid_configs": len(table.points), "grid_epochs": table.total_epochs,
             "grid_best": table.best, "tolerance": tolerance, "budget": budget, "seeds": seeds,
+            "asha": dataclasses.asdict(space.budget),
             "replay_s": time.perf_counter() - t0, "methods": summary,
-            "text": replay.format_summary(summary, table, tolerance)}
+            "text": replay.format_summary(summary, table, tolerance, space)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=25, help="searcher seeds 0..N-1 replayed per method")
     ap.add_argument("--tolerance", type=float, default=0.01, help="target: within this of the grid's best")
     ap.add_argument("--budget", type=float, default=1.0, help="a replay's budget, in grid trial-epochs")
+    ap.add_argument("--grace-period", type=int, default=None, help="replay ASHA with this first rung instead of "
+                    "the quickstart's (what-if)")
     ap.add_argument("--table", type=Path, default=None, help="the recorded table (default: replay_quickstart.csv)")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args(argv)
@@ -138,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
                   flush=True)
     if args.part in ("efficiency", "both"):
         try:
-            r = efficiency(args.table or replay_record.TABLE, list(range(args.seeds)), args.tolerance, args.budget)
+            r = efficiency(args.table or replay_record.TABLE, list(range(args.seeds)), args.tolerance, args.budget,
+                           args.grace_period)
         except (OSError, replay.TableError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

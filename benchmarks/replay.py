@@ -248,9 +248,13 @@ def run_all(space: Any, table: Table, seeds: list[int], methods: tuple[str, ...]
     return [replay(space, table, m, s, tolerance, budget) for m in methods for s in seeds]
 
 
-def format_summary(summary: dict[str, dict[str, Any]], table: Table, tolerance: float) -> str:
+def format_summary(summary: dict[str, dict[str, Any]], table: Table, tolerance: float, space: Any) -> str:
+    b = space.budget
     lines = [f"grid: {len(table.points)} configurations, {table.total_epochs} trial-epochs, best final "
              f"value {table.best:.4f}; target: a full-fidelity trial within {tolerance} of it",
+             f"ASHA: grace {b.grace_period}, max {b.max_epochs}, rf {b.reduction_factor}, tie_tolerance "
+             f"{b.tie_tolerance}, min_compared {b.min_compared}, stop_within {b.stop_within}; "
+             "fraction = trial-epochs to the target / the grid's (not reached = the whole budget)",
              f"{'method':<12} {'seeds':>5} {'median':>7} {'IQR':>15} {'reached':>8} {'trials':>7}"]
     for method, s in summary.items():
         iqr = f"{100 * s['q1']:.1f}%-{100 * s['q3']:.1f}%"
