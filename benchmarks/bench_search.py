@@ -19,6 +19,11 @@ The last stdout line is one JSON object with the results.
 Measured on the shared 2-core CPU machine (other jobs running; 2026-11-21):
 * overhead, 4 grid trials x 3 epochs, 96 images: plain loop 644 s, search 750 s + Ray start 12 s
   -> ratio 1.18 (1.16 without Ray's start-up); goal 1.10 not met on this loaded machine.
+* efficiency (2026-12-01, 25 seeds, quickstart ASHA: grace 3, max 4, rf 2, tie 0.01, min_compared 2,
+  stop_within model.name), grid 15 configs / 60 trial-epochs, best 0.5628 (BAFE-Net lr 6e-4 p 0.25,
+  the only config within 0.01): median (IQR) of the fraction of the grid's trial-epochs
+  asha+tpe 71.7% (20-100%, 17/25 reached), asha+random 95.0% (20-100%, 15/25), tpe 53.3% (20-80%,
+  21/25), random 53.3% (20-100%, 19/25), grid 46.7% (33-73%). Goal (asha+tpe <= 25%) not met.
 """
 
 from __future__ import annotations
@@ -125,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget", type=float, default=1.0, help="a replay's budget, in grid trial-epochs")
     ap.add_argument("--grace-period", type=int, default=None, help="replay ASHA with this first rung instead of "
                     "the quickstart's (what-if)")
+    ap.add_argument("--workers", type=int, default=2, help="record-grid: trials trained side by side")
     ap.add_argument("--table", type=Path, default=None, help="the recorded table (default: replay_quickstart.csv)")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args(argv)
@@ -134,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
 
     results = {}
     if args.part == "record-grid":
-        path = replay_record.record(args.table or replay_record.TABLE)
+        path = replay_record.record(args.table or replay_record.TABLE, workers=args.workers)
         results["record_grid"] = {"table": str(path)}
     with tempfile.TemporaryDirectory(prefix="bench-search-") as tmp:
         if args.part in ("overhead", "both"):
