@@ -10,8 +10,8 @@ trial), so a rerun reproduces the table on the same machine and library versions
 Why this grid (measured 2026-12-01 on the shared 2-core machine, two trials side by side, one
 thread each: a 4-epoch quickstart trial took 94 s for FCOS and 123 s for BAFE-Net):
 * ``optim.lr``: quickstart's loguniform [5e-4, 5e-3] at three log-spaced values.
-* ``model.head_depth`` only for FCOS: BAFE-Net's head does not read it (``models/bafenet.py``),
-  so its BAFE-Net values would be the same training repeated.
+* ``model.head_depth`` only for FCOS, to keep the grid small (BAFE-Net's head does use it: its
+  regression and segmentation towers have that depth; BAFE-Net trains at the default 2 here).
 * BAFE-Net's ``model.p`` at 0.25 / 0.5, ``model.selection`` ``dynamic``, ``model.adapter_hidden``
   64 (defaults). Planned were p x3 and selection dynamic/random (27 points, ~25 min on an idle
   machine), but with other jobs loading the machine a trial took ~10 min, so the recording was
