@@ -24,6 +24,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from irstdlab.models.depthwise import depthwise_channels_last, dilated_by_phases
+
 SELECTIONS = ("dynamic", "dynamic_st", "random", "fixed")
 EXCHANGES = ("none", "channel", "spatial", "channel+spatial", "spatial+channel")
 ADAPTERS = ("mlp", "elementwise", "none")
@@ -75,9 +77,11 @@ class _LSKAttention(nn.Module):
         self.conv = nn.Conv2d(half, channels, 1)
 
     def attend(self, x: Tensor) -> Tensor:
-        a1 = self.conv0(x)
-        a2 = self.conv_spatial(a1)
-        a1, a2 = self.conv1(a1), self.conv2(a2)
+        # the two depth-wise convs dominate this module's time on CPU: channels-last, and the dilated
+        # one as an undilated conv over its phase grids (models/depthwise.py); same function
+        a1 = depthwise_channels_last(self.conv0, x)
+        a2 = dilated_by_phases(self.conv_spatial, a1)
+        a1, a2 = self.conv1(a1.contiguous()), self.conv2(a2.contiguous())
         both = torch.cat([a1, a2], dim=1)
         # channel-wise mean and max summarise "how strong is each branch here"
         agg = torch.cat([both.mean(dim=1, keepdim=True), both.amax(dim=1, keepdim=True)], dim=1)
@@ -89,7 +93,12 @@ class LSKModule(_LSKAttention):
     """Applied to seg and cls features with the SAME weights; the output replaces each input."""
 
     def forward(self, x1: Tensor, x2: Tensor) -> tuple[Tensor, Tensor]:
-        return self.attend(x1), self.attend(x2)
+        if x1.shape != x2.shape:
+            return self.attend(x1), self.attend(x2)
+        # one call on both tasks stacked on the batch axis: half the kernel calls, and every
+        # weight gradient is one reduction instead of two summed
+        y1, y2 = self.attend(torch.cat([x1, x2])).chunk(2)
+        return y1, y2
 
 
 class LSKLayer(_LSKAttention):
@@ -146,6 +155,16 @@ class ChannelSelector(nn.Module):
         idx = score.topk(self.k, dim=1).indices.sort(dim=1).values
         weights = score.gather(1, idx) if self.strategy == "dynamic_st" else None
         return idx, weights
+
+    def select_pair(self, x1: Tensor, x2: Tensor) -> tuple[tuple[Tensor, Tensor | None], tuple[Tensor, Tensor | None]]:
+        """``(self(x1), self(x2))``; the scorer runs once on both stacked on the batch axis (the
+        random strategy draws for x1, then for x2, as two calls do)."""
+        if self.scorer is None or x1.shape != x2.shape:
+            return self(x1), self(x2)
+        idx, weights = self(torch.cat([x1, x2]))
+        w1, w2 = weights.chunk(2) if weights is not None else (None, None)
+        i1, i2 = idx.chunk(2)
+        return (i1, w1), (i2, w2)
 
 
 class Adapter(nn.Module):
@@ -222,17 +241,33 @@ class ChannelExchange(nn.Module):
         self.adapter = _build_adapter(adapter, self.k, adapter_hidden)
 
     def forward(self, x1: Tensor, x2: Tensor) -> tuple[Tensor, Tensor]:
-        b, _, h, w = x1.shape
-        i1, w1 = self.selector(x1)
-        i2, w2 = self.selector(x2)
-        g1 = i1[:, :, None, None].expand(b, self.k, h, w)
-        g2 = i2[:, :, None, None].expand(b, self.k, h, w)
-        to_x2 = self.adapter(x1.gather(1, g1))  # x1's picked channels, adapted, go to x2
-        to_x1 = self.adapter(x2.gather(1, g2))
+        (i1, w1), (i2, w2) = self.selector.select_pair(x1, x2)
+        to_x2 = self.adapter(pick_channels(x1, i1))  # x1's picked channels, adapted, go to x2
+        to_x1 = self.adapter(pick_channels(x2, i2))
         if w1 is not None and w2 is not None:
             st = (straight_through(w1) * straight_through(w2))[:, :, None, None]
             to_x1, to_x2 = to_x1 * st, to_x2 * st
-        return x1.scatter(1, g1, to_x1), x2.scatter(1, g2, to_x2)
+        return put_channels(x1, i1, to_x1), put_channels(x2, i2, to_x2)
+
+
+def _rows(x: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
+    """x as (B*C, H*W) rows, and the (B, K) per-sample channel indices as row numbers."""
+    b, c = x.shape[:2]
+    offsets = torch.arange(b, device=index.device)[:, None] * c
+    return x.reshape(b * c, -1), (index + offsets).reshape(-1)
+
+
+def pick_channels(x: Tensor, index: Tensor) -> Tensor:
+    """``x.gather(1, index expanded over H, W)``: the (B, K, H, W) picked channel planes, copied
+    as whole rows (index_select) instead of element by element through an expanded index."""
+    rows, flat = _rows(x, index)
+    return rows.index_select(0, flat).view(x.shape[0], index.shape[1], *x.shape[2:])
+
+
+def put_channels(x: Tensor, index: Tensor, src: Tensor) -> Tensor:
+    """``x.scatter(1, index expanded over H, W, src)`` as a row copy (index_copy)."""
+    rows, flat = _rows(x, index)
+    return rows.index_copy(0, flat, src.reshape(flat.numel(), -1)).view(x.shape)
 
 
 class SpatialExchange(nn.Module):
