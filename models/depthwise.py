@@ -19,9 +19,8 @@ from torch import Tensor, nn
 CHANNELS_LAST = torch.channels_last
 
 
-def depthwise_channels_last(conv: nn.Conv2d, x: Tensor) -> Tensor:
-    """``conv(x)`` computed on a channels-last copy of ``x``; the result is channels-last."""
-    return conv(x.contiguous(memory_format=CHANNELS_LAST))
+def to_channels_last(x: Tensor) -> Tensor:
+    return x.contiguous(memory_format=CHANNELS_LAST)
 
 
 def _is_same_padded_dilated(conv: nn.Conv2d) -> bool:
@@ -32,21 +31,25 @@ def _is_same_padded_dilated(conv: nn.Conv2d) -> bool:
 
 def dilated_by_phases(conv: nn.Conv2d, x: Tensor) -> Tensor:
     """``conv(x)`` for a stride-1, same-padded, dilated ``conv``, as one undilated convolution over
-    the d*d phase grids stacked on the batch axis (channels-last). Returns an NCHW tensor of
+    the d*d phase grids stacked on the batch axis. Works in channels-last memory, where moving a
+    pixel between grids copies its whole channel vector at once; returns a channels-last tensor of
     ``x``'s size. Any other convolution is simply applied."""
     if not _is_same_padded_dilated(conv):
         return conv(x)
     d, k = conv.dilation[0], conv.kernel_size[0]
     b, c, h, w = x.shape
     hp, wp = -(-h // d) * d, -(-w // d) * d
+    nhwc = x.permute(0, 2, 3, 1)  # a view when x is channels-last
     if (hp, wp) != (h, w):
-        x = F.pad(x, (0, wp - w, 0, hp - h))
-    # (b, c, h', d, w', d) -> (b, d, d, h', w', c): one copy, already the channels-last layout
-    phases = x.reshape(b, c, hp // d, d, wp // d, d).permute(0, 3, 5, 2, 4, 1).reshape(b * d * d, hp // d, wp // d, c)
+        nhwc = F.pad(nhwc, (0, 0, 0, wp - w, 0, hp - h))
+    gh, gw = hp // d, wp // d
+    # (b, h', d, w', d, c) -> (b, d, d, h', w', c): grid (i, j) holds pixels (d*y + i, d*x + j)
+    phases = nhwc.reshape(b, gh, d, gw, d, c).permute(0, 2, 4, 1, 3, 5).reshape(b * d * d, gh, gw, c)
     y = F.conv2d(phases.permute(0, 3, 1, 2), conv.weight, conv.bias, 1, (k - 1) // 2, 1, conv.groups)
-    # y is channels-last: (b*d*d, h', w', c) in memory -> (b, c, h', d, w', d) -> NCHW
-    y = y.permute(0, 2, 3, 1).reshape(b, d, d, hp // d, wp // d, c).permute(0, 5, 3, 1, 4, 2).reshape(b, c, hp, wp)
-    return y[:, :, :h, :w] if (hp, wp) != (h, w) else y
+    y = y.permute(0, 2, 3, 1).reshape(b, d, d, gh, gw, c).permute(0, 3, 1, 4, 2, 5).reshape(b, hp, wp, c)
+    if (hp, wp) != (h, w):
+        y = y[:, :h, :w].contiguous()
+    return y.permute(0, 3, 1, 2)
 
 
-__all__ = ["depthwise_channels_last", "dilated_by_phases"]
+__all__ = ["dilated_by_phases", "to_channels_last"]

@@ -24,7 +24,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from irstdlab.models.depthwise import depthwise_channels_last, dilated_by_phases
+from irstdlab.models.depthwise import dilated_by_phases, to_channels_last
 
 SELECTIONS = ("dynamic", "dynamic_st", "random", "fixed")
 EXCHANGES = ("none", "channel", "spatial", "channel+spatial", "spatial+channel")
@@ -77,16 +77,18 @@ class _LSKAttention(nn.Module):
         self.conv = nn.Conv2d(half, channels, 1)
 
     def attend(self, x: Tensor) -> Tensor:
-        # the two depth-wise convs dominate this module's time on CPU: channels-last, and the dilated
-        # one as an undilated conv over its phase grids (models/depthwise.py); same function
-        a1 = depthwise_channels_last(self.conv0, x)
+        # Channels-last throughout: oneDNN's depth-wise and 1x1 convs and the per-pixel channel
+        # mean/max are several times faster in it on CPU, and the dilated conv runs undilated over
+        # its phase grids (models/depthwise.py). Same function; the result is NCHW again.
+        x = to_channels_last(x)
+        a1 = self.conv0(x)
         a2 = dilated_by_phases(self.conv_spatial, a1)
-        a1, a2 = self.conv1(a1.contiguous()), self.conv2(a2.contiguous())
+        a1, a2 = self.conv1(a1), self.conv2(a2)
         both = torch.cat([a1, a2], dim=1)
         # channel-wise mean and max summarise "how strong is each branch here"
         agg = torch.cat([both.mean(dim=1, keepdim=True), both.amax(dim=1, keepdim=True)], dim=1)
         s = self.conv_squeeze(agg).sigmoid()
-        return self.conv(a1 * s[:, 0:1] + a2 * s[:, 1:2])
+        return self.conv(a1 * s[:, 0:1] + a2 * s[:, 1:2]).contiguous()
 
 
 class LSKModule(_LSKAttention):
@@ -97,7 +99,8 @@ class LSKModule(_LSKAttention):
             return self.attend(x1), self.attend(x2)
         # one call on both tasks stacked on the batch axis: half the kernel calls, and every
         # weight gradient is one reduction instead of two summed
-        y1, y2 = self.attend(torch.cat([x1, x2])).chunk(2)
+        stacked = torch.cat([x1.permute(0, 2, 3, 1), x2.permute(0, 2, 3, 1)]).permute(0, 3, 1, 2)  # one copy, to NHWC
+        y1, y2 = self.attend(stacked).chunk(2)
         return y1, y2
 
 
