@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from irstdlab.models.depthwise import dilated_by_phases, to_channels_last
@@ -77,18 +78,36 @@ class _LSKAttention(nn.Module):
         self.conv = nn.Conv2d(half, channels, 1)
 
     def attend(self, x: Tensor) -> Tensor:
-        # Channels-last throughout: oneDNN's depth-wise and 1x1 convs and the per-pixel channel
-        # mean/max are several times faster in it on CPU, and the dilated conv runs undilated over
-        # its phase grids (models/depthwise.py). Same function; the result is NCHW again.
+        """The attended features of ``x`` (B, C, H, W), returned channels-last.
+
+        Channels-last throughout, which on CPU is where the time goes: oneDNN's depth-wise convs
+        are several times faster in it, the dilated one runs undilated over its phase grids
+        (models/depthwise.py), and the 1x1 convs are plain matrix products over the contiguous
+        per-pixel channel vectors (the same parameters and function as the Conv2d modules)."""
         x = to_channels_last(x)
         a1 = self.conv0(x)
         a2 = dilated_by_phases(self.conv_spatial, a1)
-        a1, a2 = self.conv1(a1), self.conv2(a2)
-        both = torch.cat([a1, a2], dim=1)
+        p1, p2 = _pointwise(self.conv1, _nhwc(a1)), _pointwise(self.conv2, _nhwc(a2))
+        both = torch.cat([p1, p2], dim=-1)
         # channel-wise mean and max summarise "how strong is each branch here"
-        agg = torch.cat([both.mean(dim=1, keepdim=True), both.amax(dim=1, keepdim=True)], dim=1)
-        s = self.conv_squeeze(agg).sigmoid()
-        return self.conv(a1 * s[:, 0:1] + a2 * s[:, 1:2]).contiguous()
+        agg = torch.stack([both.mean(dim=-1), both.amax(dim=-1)], dim=-1)
+        s = _nhwc(self.conv_squeeze(agg.permute(0, 3, 1, 2)).sigmoid())
+        return _pointwise(self.conv, p1 * s[..., 0:1] + p2 * s[..., 1:2]).permute(0, 3, 1, 2)
+
+
+def _nhwc(x: Tensor) -> Tensor:
+    """(B, C, H, W) -> (B, H, W, C); a view for a channels-last tensor."""
+    return x.permute(0, 2, 3, 1)
+
+
+def _pointwise(conv: nn.Conv2d, x_nhwc: Tensor) -> Tensor:
+    """A 1x1 ``conv`` applied to (B, H, W, C) features: one matrix product."""
+    return F.linear(x_nhwc, conv.weight.flatten(1), conv.bias)
+
+
+def stack_channels_last(x1: Tensor, x2: Tensor) -> Tensor:
+    """``torch.cat([x1, x2])`` as a channels-last tensor, in one copy."""
+    return torch.cat([_nhwc(x1), _nhwc(x2)]).permute(0, 3, 1, 2)
 
 
 class LSKModule(_LSKAttention):
@@ -96,11 +115,10 @@ class LSKModule(_LSKAttention):
 
     def forward(self, x1: Tensor, x2: Tensor) -> tuple[Tensor, Tensor]:
         if x1.shape != x2.shape:
-            return self.attend(x1), self.attend(x2)
+            return self.attend(x1).contiguous(), self.attend(x2).contiguous()
         # one call on both tasks stacked on the batch axis: half the kernel calls, and every
         # weight gradient is one reduction instead of two summed
-        stacked = torch.cat([x1.permute(0, 2, 3, 1), x2.permute(0, 2, 3, 1)]).permute(0, 3, 1, 2)  # one copy, to NHWC
-        y1, y2 = self.attend(stacked).chunk(2)
+        y1, y2 = self.attend(stack_channels_last(x1, x2)).contiguous().chunk(2)
         return y1, y2
 
 
@@ -164,7 +182,7 @@ class ChannelSelector(nn.Module):
         random strategy draws for x1, then for x2, as two calls do)."""
         if self.scorer is None or x1.shape != x2.shape:
             return self(x1), self(x2)
-        idx, weights = self(torch.cat([x1, x2]))
+        idx, weights = self(stack_channels_last(x1, x2))  # the scorer works channels-last
         w1, w2 = weights.chunk(2) if weights is not None else (None, None)
         i1, i2 = idx.chunk(2)
         return (i1, w1), (i2, w2)
