@@ -200,7 +200,16 @@ class Adapter(nn.Module):
         self.fc2 = nn.Linear(hidden, channels)
 
     def forward(self, x: Tensor) -> Tensor:  # (B, C, H, W) -> (B, C, H, W)
-        return self.fc2(self.act(self.fc1(x.movedim(1, -1)))).movedim(-1, 1)
+        # fc(x) over the channel axis as W @ x[b] on the (C, H*W) planes: no transposed copies in
+        # or out (the nn.Linear form moved C last and back); the same products and sums
+        b = x.shape[0]
+        hidden = self.act(_channel_linear(self.fc1, x.flatten(2), b))
+        return _channel_linear(self.fc2, hidden, b).view(x.shape)
+
+
+def _channel_linear(fc: nn.Linear, planes: Tensor, batch: int) -> Tensor:
+    """``fc`` applied to every column of (B, C_in, N) -> (B, C_out, N)."""
+    return torch.baddbmm(fc.bias[:, None].expand(batch, -1, 1), fc.weight.expand(batch, -1, -1), planes)
 
 
 class ElementwiseAdapter(nn.Module):
