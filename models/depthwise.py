@@ -24,9 +24,11 @@ def to_channels_last(x: Tensor) -> Tensor:
 
 
 def _is_same_padded_dilated(conv: nn.Conv2d) -> bool:
+    if isinstance(conv.padding, str):  # "same"/"valid": left to the plain convolution
+        return False
     (kh, kw), (dh, dw), (ph, pw) = conv.kernel_size, conv.dilation, conv.padding
     return (conv.stride == (1, 1) and dh == dw > 1 and kh == kw and kh % 2 == 1
-            and isinstance(ph, int) and ph == pw == dh * (kh - 1) // 2 and conv.padding_mode == "zeros")
+            and ph == pw == dh * (kh - 1) // 2 and conv.padding_mode == "zeros")
 
 
 def dilated_by_phases(conv: nn.Conv2d, x: Tensor) -> Tensor:
