@@ -121,7 +121,7 @@ def instrumented(timers: Timers) -> Iterator[None]:
         timers.completed.append((time.process_time(), time.perf_counter()))
 
     saved.append((LeaderboardCallback, "on_trial_complete", LeaderboardCallback.__dict__.get("on_trial_complete")))
-    setattr(LeaderboardCallback, "on_trial_complete", on_trial_complete)
+    LeaderboardCallback.on_trial_complete = on_trial_complete
     try:
         yield
     finally:
