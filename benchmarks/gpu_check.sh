@@ -6,6 +6,9 @@
 #      downloaded: a missing one is installed from wheels in .whl/ (pip --no-index) when that folder
 #      exists, into a scratch folder put on PYTHONPATH; otherwise the check stops naming what is missing;
 #   3. images/s of BAFE-Net R18 and FCOS R18 at 512x512, fp32 and bf16 (benchmarks/gpu_throughput.py);
+#   3b. several trials per GPU: total training images/s of 1 and of 4 BAFE-Net R18 processes (bf16, batch 2,
+#      512x512) sharing the GPU at once, and each one's peak memory (gpu_throughput.py --packed 1,4), as a
+#      search with --gpus-per-worker 0.25 packs them;
 #   4. one epoch of paper_bafenet_r18 on real DenseSIRST data (`irstdlab train --no-ray`) and its test mAP07.
 #      It starts from ImageNet weights when torch's hub cache holds resnet18-f37072fd.pth, else from
 #      random weights with trainable BN (said so in the output).
@@ -16,7 +19,7 @@
 # ../shared/data/DenseSIRST-mini/SIRSTdevkit and .data/DenseSIRST-mini/SIRSTdevkit that exists.
 # Everything goes to stdout and, when $OUT is set, to $OUT/gpu_check.log; the last line of stdout is
 # one JSON object {"gpu_check": {...}} with every step's status and numbers. Exit 0 only if every step passed.
-# Per-step limits (seconds, 470 together): machine 30, packages 60, throughput 150, epoch 230.
+# Per-step limits (seconds, 480 together): machine 20, packages 40, throughput 120, packing 90, epoch 210.
 # Tiny CPU rehearsal of the same script: GPU_CHECK_CPU=1 bash benchmarks/gpu_check.sh
 set -euo pipefail
 
@@ -34,10 +37,12 @@ export PYTHONUNBUFFERED=1
 # The CPU rehearsal shrinks every size; the GPU run uses the real ones.
 if [[ "${GPU_CHECK_CPU:-0}" == 1 ]]; then
     BENCH_ARGS=(--device cpu --size 128 --batch 2 --iters 2 --warmup 1)
+    PACK_ARGS=(--device cpu --size 128 --batch 2 --warmup 1 --seconds 2)
     TRAIN_ARGS=(--set train.device=cpu --set data.size=128 --set data.repeat=1 --set train.max_iters_per_epoch=2
                 --set data.num_workers=0)
 else
     BENCH_ARGS=(--device cuda --size 512 --batch 8 --iters 20 --warmup 3)
+    PACK_ARGS=(--device cuda --size 512 --batch 2 --warmup 5 --seconds 20)
     TRAIN_ARGS=(--set train.device=cuda)
 fi
 
@@ -65,7 +70,7 @@ step() {  # step NAME SECONDS COMMAND...: record ok / failed (exit code) / timed
 }
 
 # 1. the machine
-step machine 30 limited "$PY" -c '
+step machine 20 limited "$PY" -c '
 import platform, torch
 print("python", platform.python_version(), "| torch", torch.__version__, "| CUDA", torch.version.cuda)
 if torch.cuda.is_available():
@@ -97,12 +102,17 @@ print(" ".join(missing))
     # shellcheck disable=SC2086  # one word per package
     limited "$PY" -m pip install --quiet --no-index --no-deps --find-links .whl --target "$WORK/pydeps" $missing
 }
-step packages 60 check_packages
+step packages 40 check_packages
 
 # 3. throughput
 throughput() { limited "$PY" benchmarks/gpu_throughput.py "${BENCH_ARGS[@]}" | tee "$WORK/throughput.out"; }
-step throughput 150 throughput
+step throughput 120 throughput
 THROUGHPUT_JSON=$(tail -1 "$WORK/throughput.out" 2>/dev/null || true)
+
+# 3b. several trials per GPU (--gpus-per-worker 0.25): 1 versus 4 processes at once
+packing() { limited "$PY" benchmarks/gpu_throughput.py "${PACK_ARGS[@]}" --packed 1,4 | tee "$WORK/packing.out"; }
+step packing 90 packing
+PACKING_JSON=$(tail -1 "$WORK/packing.out" 2>/dev/null || true)
 
 # 4. one epoch of the paper recipe on real data
 DATA_ROOT=${1:-${DATA:-}}
@@ -129,23 +139,23 @@ train_epoch() {
         --set "data.root=$DATA_ROOT" --set schedule.epochs=1 "${WEIGHTS[@]}" "${TRAIN_ARGS[@]}" \
         | tee "$WORK/train.out"
 }
-step epoch 230 train_epoch
+step epoch 210 train_epoch
 TRAIN_JSON=$(tail -1 "$WORK/train.out" 2>/dev/null || true)
 
 # summary: the last line of stdout
 STATUS_JSON=$(for k in "${!STATUS[@]}"; do printf '%s\t%s\n' "$k" "${STATUS[$k]}"; done)
-"$PY" - "$THROUGHPUT_JSON" "$TRAIN_JSON" "$INIT" "$DATA_ROOT" "$STATUS_JSON" <<'EOF'
+"$PY" - "$THROUGHPUT_JSON" "$TRAIN_JSON" "$INIT" "$DATA_ROOT" "$STATUS_JSON" "$PACKING_JSON" <<'EOF'
 import json, sys
-throughput, train, init, data, status = sys.argv[1:6]
+throughput, train, init, data, status, packing = sys.argv[1:7]
 def load(text):
     try:
         return json.loads(text)
     except ValueError:
         return None
-bench, run = load(throughput), load(train)
+bench, run, pack = load(throughput), load(train), load(packing)
 summary = {"steps": dict(line.split("\t", 1) for line in status.splitlines() if line), "data_root": data or None,
            "backbone_init": init, "throughput": bench["rows"] if bench else None,
-           "hardware": bench.get("hardware") if bench else None}
+           "hardware": bench.get("hardware") if bench else None, "packing": pack["rows"] if pack else None}
 if run:
     m = run.get("metrics", {})
     summary["epoch"] = {k: m.get(k) for k in ("test/mAP07", "test/mAP12", "test/mAP75", "test/recall", "val/mAP07",

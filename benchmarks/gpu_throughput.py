@@ -13,6 +13,11 @@ Inputs are synthetic grey images with 13 tiny boxes and a sky map each.
                                         [--iters 20] [--warmup 3] [--models bafenet,fcos]
                                         [--precisions fp32,bf16]
 
+``--packed 1,4`` measures instead several trials sharing one GPU, as a search with
+``--gpus-per-worker 0.25`` runs them: for each count K, K processes each build BAFE-Net R18, train
+at ``--batch`` with bf16 autocast for ``--seconds`` after a common start, and the total images/s
+of the K processes is reported beside each one's peak memory (model steps only: no data loading).
+
 Prints a table, then one JSON line (the last line of stdout) with every row. Runs on CPU too
 (bf16 autocast works there), e.g. ``--device cpu --size 128 --batch 2 --iters 2 --warmup 1``.
 """
@@ -114,6 +119,60 @@ def measure(name: str, precision: str, args: argparse.Namespace, device: torch.d
     return row
 
 
+def _packed_worker(args: argparse.Namespace, start: Any, results: Any) -> None:
+    """One of K processes sharing the GPU: warm up, wait for the others, train for ``args.seconds``."""
+    device = torch.device("cuda" if args.device != "cpu" else "cpu")
+    torch.manual_seed(0)
+    model = build(model_config("bafenet")).to(device).train()
+    images, targets = make_batch(args.batch, args.size, device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            losses = model(images, targets)
+        optimizer.zero_grad(set_to_none=True)
+        sum(v.float() for v in losses.values()).backward()
+        optimizer.step()
+
+    for _ in range(args.warmup):
+        step()
+    _sync(device)
+    start.wait()
+    began, steps = time.perf_counter(), 0
+    while time.perf_counter() - began < args.seconds:
+        step()
+        steps += 1
+    _sync(device)
+    elapsed = time.perf_counter() - began
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    results.put({"images_per_s": args.batch * steps / elapsed, "peak_mem_gib": peak})
+
+
+def packed(counts: list[int], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Total training images/s of K processes training at once on the one device, for each K."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")  # CUDA cannot be forked
+    rows = []
+    for k in counts:
+        start, results = context.Barrier(k), context.Queue()
+        procs = [context.Process(target=_packed_worker, args=(args, start, results)) for _ in range(k)]
+        for proc in procs:
+            proc.start()
+        got = [results.get(timeout=args.seconds + 300) for _ in procs]
+        for proc in procs:
+            proc.join()
+        peaks = [g["peak_mem_gib"] for g in got if g["peak_mem_gib"] is not None]
+        rows.append({"processes": k, "model": "bafenet", "batch": args.batch, "size": args.size, "precision": "bf16",
+                     "total_train_images_per_s": round(sum(g["images_per_s"] for g in got), 2),
+                     "per_process_images_per_s": [round(g["images_per_s"], 2) for g in got],
+                     "peak_mem_gib_per_process": round(max(peaks), 2) if peaks else None})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -123,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--models", default="bafenet,fcos")
     p.add_argument("--precisions", default="fp32,bf16")
+    p.add_argument("--packed", default=None, metavar="K,K", help="trials sharing the device, e.g. 1,4 (see above)")
+    p.add_argument("--seconds", type=float, default=20.0, help="--packed: training seconds per count (default 20)")
     args = p.parse_args(argv)
     names, precisions = args.models.split(","), args.precisions.split(",")
     unknown = [n for n in names if n not in MODELS] + [q for q in precisions if q not in PRECISIONS]
@@ -138,6 +199,20 @@ def main(argv: list[str] | None = None) -> int:
         torch.backends.cudnn.benchmark = True
     hardware = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
 
+    if args.packed:
+        counts = [int(k) for k in args.packed.split(",") if k.strip().isdigit() and int(k) > 0]
+        if not counts:
+            p.error("--packed: positive process counts, comma-separated, e.g. 1,4")
+        packing = packed(counts, args)
+        base = packing[0]["total_train_images_per_s"]
+        print(f"{'trials/GPU':>10} {'total img/s':>12} {'vs first':>9} {'peak GiB each':>14}   ({hardware}, BAFE-Net R18 "
+              f"bf16, {args.size}^2, batch {args.batch})")
+        for r in packing:
+            print(f"{r['processes']:>10} {r['total_train_images_per_s']:>12.1f} "
+                  f"{r['total_train_images_per_s'] / base:>9.2f} {r['peak_mem_gib_per_process'] or 0:>14.2f}")
+        print(json.dumps({"benchmark": "gpu_packing", "device": str(device), "hardware": hardware,
+                          "torch": torch.__version__, "rows": packing}, sort_keys=True))
+        return 0
     rows = [measure(n, q, args, device) for n in names for q in precisions]
     print(f"{'model':<8} {'precision':<9} {'train img/s':>11} {'infer img/s':>11}   ({hardware}, {args.size}^2, batch {args.batch})")
     for r in rows:

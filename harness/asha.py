@@ -138,7 +138,8 @@ class PersistentASHA(ASHAScheduler):
             else:
                 record["decision"] = "stopped" if decision == self.STOP else "continued"
             self.decisions.setdefault(trial.trial_id, []).append(record)
-        self._save()
+        if due is not None or decision == self.STOP:  # the rungs or the stop count changed: O(trials) to write
+            self._save()
         return decision
 
     def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
@@ -150,13 +151,20 @@ class PersistentASHA(ASHAScheduler):
         self._trial_info.pop(trial.trial_id, None)
 
 
+_parsed_state: dict[str, tuple[bytes, Any]] = {}  # state file -> (its bytes, parsed): the driver's reads
+
+
 def rung_decisions(state_path: str | None, trial_id: str) -> list[dict[str, Any]]:
     """The scheduler's recorded rung decisions for one trial (read back from its state file, which
     the scheduler writes before Tune's callbacks see the same result)."""
     if not state_path:
         return []
     try:
-        return list(json.loads(search_storage.read_bytes(state_path)).get("decisions", {}).get(trial_id, []))
+        data = search_storage.read_bytes(state_path)
+        cached = _parsed_state.get(state_path)
+        if cached is None or cached[0] != data:  # parse once per version of the file, not per call
+            cached = _parsed_state[state_path] = (data, json.loads(data))
+        return list(cached[1].get("decisions", {}).get(trial_id, []))
     except (OSError, ValueError, AttributeError):
         return []
 

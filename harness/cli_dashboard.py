@@ -38,24 +38,48 @@ def register(subparsers: Any) -> None:
 
 
 def journal_of(storage: str, name: str | None) -> tuple[str, Path]:
-    """(search name, its journal path); NAME may be left out when the storage holds one search."""
+    """(search name, its journal path); NAME may be left out when the storage holds one search.
+
+    On an object store (``--storage s3://…``) the driver keeps the journal as a local working copy
+    and uploads it after each update, so the dashboard serves a copy downloaded now: a snapshot
+    (the message says so), reloaded by starting the dashboard again."""
+    from irstdlab.harness import search_storage
     from irstdlab.harness.errors import ConfigError
     from irstdlab.harness.search import JOURNAL_FILE
+    from irstdlab.leaderboards import storage_uri
 
-    root = Path(storage)
-    if not root.is_dir():
+    if search_storage.is_remote(storage):
+        root = search_storage.open_storage(storage, name or "").root
+        if name is None:
+            found = [info.base_name for info in storage_uri.listdir(root)
+                     if info.type == storage_uri.pafs.FileType.Directory
+                     and storage_uri.is_file(root.join(info.base_name, JOURNAL_FILE))]
+            if len(found) != 1:
+                listed = f"searches: {', '.join(found)}" if found else "no search has an Optuna journal there yet"
+                raise ConfigError(f"--storage {root.uri}: give NAME ({listed})")
+            name = found[0]
+        validate_name(name, "NAME")
+        ref = search_storage.reference(root.join(name, JOURNAL_FILE))
+        local = search_storage.local_copy_path(ref).with_name(f"dashboard-{JOURNAL_FILE}")
+        if not search_storage.download_file(ref, local):
+            raise ConfigError(f"{search_storage.shown(ref)}: no Optuna journal (has search {name!r} started a trial yet?)")
+        print(f"irstdlab dashboard: serving a snapshot of {search_storage.shown(ref)} taken now "
+              f"(start the dashboard again to see later trials)", flush=True)
+        return name, local
+    folder = Path(storage)
+    if not folder.is_dir():
         raise ConfigError(f"--storage {storage}: no such directory")
     if name is not None:
         validate_name(name, "NAME")
-        journal = root / name / JOURNAL_FILE
+        journal = folder / name / JOURNAL_FILE
         if not journal.is_file():
             raise ConfigError(f"{journal}: no Optuna journal (has search {name!r} started a trial yet?)")
         return name, journal
-    searches = sorted(d.name for d in root.iterdir() if (d / JOURNAL_FILE).is_file())
+    searches = sorted(d.name for d in folder.iterdir() if (d / JOURNAL_FILE).is_file())
     if len(searches) != 1:
-        found = f"searches: {', '.join(searches)}" if searches else "no search has an Optuna journal there yet"
-        raise ConfigError(f"--storage {storage}: give NAME ({found})")
-    return searches[0], root / searches[0] / JOURNAL_FILE
+        found_text = f"searches: {', '.join(searches)}" if searches else "no search has an Optuna journal there yet"
+        raise ConfigError(f"--storage {storage}: give NAME ({found_text})")
+    return searches[0], folder / searches[0] / JOURNAL_FILE
 
 
 def _check_port_free(port: int) -> None:

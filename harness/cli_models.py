@@ -30,6 +30,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a model config field (YAML value), e.g. --set num_levels=3; repeatable",
     )
+    p_info.add_argument("--memory", action="store_true",
+                        help="also the peak memory of one training step at --batch-size: measured on a CUDA "
+                             "device (bf16 autocast, as train.amp auto), estimated on the CPU (a lower bound)")
+    p_info.add_argument("--batch-size", type=int_range(1, 1024), default=2, metavar="N",
+                        help="batch of the --memory step, 1-1024 (default 2)")
     p_info.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p_info.set_defaults(handler=cmd_info)
 
@@ -125,6 +130,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     }
     if cfg.name in ("fcos", "bafenet"):  # the only detectors that assign by regress range
         info["regress_ranges"] = [[lo, hi if hi != float("inf") else "inf"] for lo, hi in cfg.level_regress_ranges()]
+    memory = _training_memory(model, args) if args.memory else None
+    if memory is not None:
+        info["train_memory"] = memory.to_dict()
     if args.json:
         print(json.dumps(info))
         return 0
@@ -133,4 +141,17 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"levels     strides {info['level_strides']}{ranges}")
     print(f"params     {report.params:,} ({report.params_m:.3f} M); trainable {report.trainable_params:,} ({report.trainable_params / 1e6:.3f} M)")
     print(f"compute    {report.gmacs:.3f} GMACs (multiply-adds, the papers' 'FLOPs'), {report.gflops:.3f} GFLOPs at 1x{args.size}x{args.size}")
+    if memory is not None:
+        print(f"memory     {memory.peak_gib:.3f} GiB peak per training step at batch {memory.batch_size}, "
+              f"{memory.size}x{memory.size}, amp {memory.amp} on {memory.device}: {memory.method}")
     return 0
+
+
+def _training_memory(model: Any, args: argparse.Namespace) -> Any:
+    import torch
+
+    from irstdlab.harness.train_memory import training_memory
+
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda" if cuda else "cpu")
+    return training_memory(model, args.batch_size, args.size, device, amp=cuda and torch.cuda.is_bf16_supported())

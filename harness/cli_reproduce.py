@@ -34,10 +34,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _stored_space(storage: str, name: str):
     from irstdlab.harness.search import STATE_FILE, SearchOptions, build_space
 
-    path = Path(storage) / name / STATE_FILE
-    if not path.is_file():
-        raise FileNotFoundError(path)
-    return build_space(SearchOptions(), json.loads(path.read_text()))
+    from irstdlab.harness import search_storage
+
+    # any --storage the search itself takes: a folder or a URI (search_storage reads both)
+    text = search_storage.read_bytes(search_storage.join(_root_ref(storage), name, STATE_FILE))
+    return build_space(SearchOptions(), json.loads(text))
+
+
+def _root_ref(storage: str) -> str:
+    from irstdlab.harness import search_storage
+
+    return search_storage.reference(search_storage.open_storage(storage, "").root)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -112,8 +119,10 @@ def _run(args: argparse.Namespace, table: str, space) -> int:
 def _leaderboard_rows(storage: str, name: str):
     import warnings
 
+    from irstdlab.harness import search_storage
     from irstdlab.leaderboards import open as open_leaderboard
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return open_leaderboard(Path(storage) / "leaderboard").read_table(search=name).table.to_pandas()
+        return open_leaderboard(search_storage.join(_root_ref(storage), "leaderboard")).read_table(
+            search=name).table.to_pandas()

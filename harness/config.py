@@ -25,7 +25,8 @@ from irstdlab.datasets.build import AugmentConfig, DataConfig
 from irstdlab.harness import configtree, yamlfile
 from irstdlab.harness.errors import ConfigError
 from irstdlab.harness.optim import OptimConfig, ScheduleConfig
-from irstdlab.models.config import ModelConfig, with_model_defaults
+from irstdlab.models.config import ModelConfig, with_detector_recipe
+from irstdlab.models.registry import detector_recipe, list_models
 from irstdlab.models.weights import IMAGENET, IMAGENET_WEIGHTS
 
 MAX_SEED = 2**32 - 1  # numpy's and Optuna's seeds are 32-bit; a larger one fails mid-run
@@ -86,8 +87,8 @@ class TrialConfig:
     # -- construction ---------------------------------------------------------------------------
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "") -> TrialConfig:
-        if isinstance(data, dict) and isinstance(data.get("model"), dict):
-            data = {**data, "model": with_model_defaults(data["model"])}
+        # the detector's defaults and recipe fill only what the tree leaves out (models/config.py)
+        data = with_detector_recipe(data)
         try:
             return configtree.from_dict(cls, data)
         except ConfigError as exc:
@@ -128,6 +129,23 @@ class TrialConfig:
         if model.pretrained == IMAGENET and model.backbone not in IMAGENET_WEIGHTS:
             raise ConfigError(f"{where}model.pretrained: imagenet: torchvision has no ImageNet weights for "
                               f"{model.backbone}; set model.pretrained=/path/to/state_dict.pth")
+
+
+def check_detector_recipes() -> None:
+    """Every registered recipe's values against the optim/schedule dataclasses (the registry checked
+    only their shape, since models cannot import the harness); a bad one names its detector."""
+    for name in list_models():
+        sections: dict[str, dict[str, Any]] = {}
+        for key, value in detector_recipe(name).items():
+            section, leaf = key.split(".", 1)
+            sections.setdefault(section, {})[leaf] = value
+        try:
+            configtree.from_dict(TrialConfig, {**sections, "model": {"name": name}})
+        except ConfigError as exc:
+            raise ValueError(f"register({name!r}): recipe {exc}") from None
+
+
+check_detector_recipes()  # at import, like the registry's own check of model defaults
 
 
 def preset_names() -> list[str]:

@@ -6,7 +6,8 @@ Two backends run the same loop (``harness.trial.run_trial``):
   per trial here); Tune-level checkpoints, so an interrupted trial continues at its epoch.
 * ``train``: the Tune trial is a *driver* that starts a Ray Train ``TorchTrainer`` (DDP over
   ``workers_per_trial`` processes/GPUs). Its run is named ``train-trial_id=<id>`` on the search's
-  storage, so a restarted trial finds its own checkpoints and continues (notes §1.1, E4);
+  storage, so a restarted trial finds its own checkpoints and continues (Ray Train resumes a run by its
+  name and storage path);
   metrics reach Tune through ``TuneReportCallback`` (rank 0's).
 
 ``auto`` picks ``train`` only when a trial needs more than one worker. The trial is resolved once

@@ -65,12 +65,13 @@ def trainable(ctx: SearchContext) -> Any:
 
 
 def build_tuner(space: SearchSpace, opts: SearchOptions, where: SearchStorage, planned_configs: int,
-                experiment: str | None = None) -> Any:
+                experiment: str | None = None, run: Any | None = None, reuse_actors: bool = False) -> Any:
     """A new search's ``tune.Tuner``: experiment state and checkpoints under ``where`` (any
     filesystem), our state files beside them by reference (``harness/search_storage.py``).
     ``experiment``: Tune's folder under the storage when it is not the search's own (a stage of a
     staged search, ``<name>/tune-<group>``, keeps its state files there; its rows still belong to
-    search ``where.name``)."""
+    search ``where.name``). ``run``: a Tune trainable in place of the real trial (the driver
+    simulation ``benchmarks/bench_driver.py`` passes a no-op one, in actors it reuses)."""
     from ray import tune
 
     from irstdlab.harness.search import ASHA_FILE, JOURNAL_FILE, study_name  # the search's file layout
@@ -103,10 +104,10 @@ def build_tuner(space: SearchSpace, opts: SearchOptions, where: SearchStorage, p
     ]
     storage_path, storage_filesystem = where.tune_storage()
     return tune.Tuner(
-        trainable(ctx),
+        trainable(ctx) if run is None else run,
         param_space=param_space,
         tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
-                                    max_concurrent_trials=opts.max_concurrent, reuse_actors=False,
+                                    max_concurrent_trials=opts.max_concurrent, reuse_actors=reuse_actors,
                                     trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(
             name=files.name, storage_path=storage_path, storage_filesystem=storage_filesystem, callbacks=callbacks,

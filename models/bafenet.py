@@ -163,11 +163,16 @@ class BAFENet(FCOS):
 # (GrokCV/BAFE-Net configs/detection/fcos_changer_seg/fcos_changer_seg_r50-caffe_fpn_gn-head_1x_densesirst.py),
 # so `models info bafenet --backbone resnet50` counts the 34.73 M of the reference's used modules.
 BAFENET_DEFAULTS = {"num_levels": 3}
+# training recipe for the keys a config leaves out (models/registry.py), measured on the quickstart data
+BAFENET_RECIPE = {
+    "optim.name": "adamw", "optim.lr": 3e-3, "optim.grad_clip": None,
+    "schedule.warmup": "linear", "schedule.warmup_iters": 20, "schedule.warmup_factor": 0.1,
+}
 
 
 @register(
     "bafenet", "BAFE-Net: FCOS + sky segmentation head with dynamic cross-task channel exchange (3 levels P3-P5)",
-    defaults=BAFENET_DEFAULTS,
+    defaults=BAFENET_DEFAULTS, recipe=BAFENET_RECIPE,
 )
 def build_bafenet(cfg: ModelConfig) -> nn.Module:
     preprocess, backbone, neck = build_parts(cfg)
@@ -181,4 +186,4 @@ def build_bafenet(cfg: ModelConfig) -> nn.Module:
     return BAFENet(preprocess, backbone, neck, head)
 
 
-__all__ = ["BAFENET_DEFAULTS", "BAFEHead", "BAFENet", "build_bafenet", "conv_bn_relu_block", "segmentation_loss", "sky_maps"]
+__all__ = ["BAFENET_DEFAULTS", "BAFENET_RECIPE", "BAFEHead", "BAFENet", "build_bafenet", "conv_bn_relu_block", "segmentation_loss", "sky_maps"]

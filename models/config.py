@@ -1,9 +1,12 @@
 """`ModelConfig`: every knob of every detector in one validated dataclass.
 
-Defaults are the reference (BAFE-Net's FCOS host, BAFE_REFERENCE §3-4) except
+Defaults are the reference (BAFE-Net's FCOS host as GrokCV/BAFE-Net configures it in
+``configs/detection/fcos_changer_seg/fcos_changer_seg_r50-caffe_fpn_gn-head_1x_densesirst.py``) except
 ``num_levels=5``, which is the Table II FCOS baseline (P3-P7). A detector's own values for the
 keys a config leaves out are registered with its builder (``register(..., defaults=...)``,
-e.g. ``bafenet``'s 3 levels P3-P5) and applied by ``with_model_defaults``.
+e.g. ``bafenet``'s 3 levels P3-P5) and applied by ``with_model_defaults``; its training recipe
+(``register(..., recipe=...)``: optimiser, learning rate, warm-up, clipping) is applied to a whole
+trial tree by ``with_detector_recipe``.
 Annotations are the ones ``irstdlab.harness.configtree`` understands (Literal, X | None,
 tuples), so the harness can type-check YAML against this class; ``validate()`` does the
 range checks and raises ``ValueError("model.<field>: <problem>")``.
@@ -32,6 +35,41 @@ def with_model_defaults(data: dict[str, Any]) -> dict[str, Any]:
     from irstdlab.models.registry import model_defaults
 
     return {**model_defaults(str(data.get("name", "fcos"))), **data}
+
+
+def with_detector_recipe(tree: dict[str, Any]) -> dict[str, Any]:
+    """A trial tree with the named detector's defaults and recipe under the keys it leaves out.
+
+    Precedence, highest first: what the tree sets (a config file's value, a ``--set`` or a
+    searched value, all written into the tree before this runs) > the detector's registered
+    defaults (model section) and recipe (optim / schedule sections) > the dataclasses' global
+    defaults. A tree without a model section is the default detector's (``fcos``). The recipe's
+    ``optim.*`` values are skipped as a whole when the tree names another optimiser: a learning
+    rate tuned for AdamW is no learning rate for DAdaptAdam.
+    """
+    if not isinstance(tree, dict):
+        return tree
+    from irstdlab.models.registry import detector_recipe
+
+    model = tree.get("model")
+    out = dict(tree)
+    if isinstance(model, dict):
+        out["model"] = with_model_defaults(model)
+        name = model.get("name", ModelConfig.name)
+    elif model is None:
+        name = ModelConfig.name
+    else:
+        return out  # not a mapping: the config's own type check names it
+    recipe = detector_recipe(str(name))
+    for section in {key.split(".", 1)[0] for key in recipe}:
+        given = out.get(section, {})
+        if not isinstance(given, dict):
+            continue  # the config's type check names the section
+        values = {key.split(".", 1)[1]: value for key, value in recipe.items() if key.startswith(section + ".")}
+        if section == "optim" and given.get("name", values["name"]) != values["name"]:
+            continue
+        out[section] = {**values, **given}
+    return out
 
 
 @dataclass
@@ -246,4 +284,4 @@ def _check_type(name: str, value: Any, tp: Any) -> None:
             _fail(name, f"expected a list of [lower, upper] number pairs, got {value!r}")
 
 
-__all__ = ["BACKBONES", "ModelConfig", "with_model_defaults"]
+__all__ = ["BACKBONES", "ModelConfig", "with_detector_recipe", "with_model_defaults"]

@@ -22,7 +22,10 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+
+from irstdlab.models.depthwise import dilated_by_phases, to_channels_last
 
 SELECTIONS = ("dynamic", "dynamic_st", "random", "fixed")
 EXCHANGES = ("none", "channel", "spatial", "channel+spatial", "spatial+channel")
@@ -75,21 +78,48 @@ class _LSKAttention(nn.Module):
         self.conv = nn.Conv2d(half, channels, 1)
 
     def attend(self, x: Tensor) -> Tensor:
+        """The attended features of ``x`` (B, C, H, W), returned channels-last.
+
+        Channels-last throughout, which on CPU is where the time goes: oneDNN's depth-wise convs
+        are several times faster in it, the dilated one runs undilated over its phase grids
+        (models/depthwise.py), and the 1x1 convs are plain matrix products over the contiguous
+        per-pixel channel vectors (the same parameters and function as the Conv2d modules)."""
+        x = to_channels_last(x)
         a1 = self.conv0(x)
-        a2 = self.conv_spatial(a1)
-        a1, a2 = self.conv1(a1), self.conv2(a2)
-        both = torch.cat([a1, a2], dim=1)
+        a2 = dilated_by_phases(self.conv_spatial, a1)
+        p1, p2 = _pointwise(self.conv1, _nhwc(a1)), _pointwise(self.conv2, _nhwc(a2))
+        both = torch.cat([p1, p2], dim=-1)
         # channel-wise mean and max summarise "how strong is each branch here"
-        agg = torch.cat([both.mean(dim=1, keepdim=True), both.amax(dim=1, keepdim=True)], dim=1)
-        s = self.conv_squeeze(agg).sigmoid()
-        return self.conv(a1 * s[:, 0:1] + a2 * s[:, 1:2])
+        agg = torch.stack([both.mean(dim=-1), both.amax(dim=-1)], dim=-1)
+        s = _nhwc(self.conv_squeeze(agg.permute(0, 3, 1, 2)).sigmoid())
+        return _pointwise(self.conv, p1 * s[..., 0:1] + p2 * s[..., 1:2]).permute(0, 3, 1, 2)
+
+
+def _nhwc(x: Tensor) -> Tensor:
+    """(B, C, H, W) -> (B, H, W, C); a view for a channels-last tensor."""
+    return x.permute(0, 2, 3, 1)
+
+
+def _pointwise(conv: nn.Conv2d, x_nhwc: Tensor) -> Tensor:
+    """A 1x1 ``conv`` applied to (B, H, W, C) features: one matrix product."""
+    return F.linear(x_nhwc, conv.weight.flatten(1), conv.bias)
+
+
+def stack_channels_last(x1: Tensor, x2: Tensor) -> Tensor:
+    """``torch.cat([x1, x2])`` as a channels-last tensor, in one copy."""
+    return torch.cat([_nhwc(x1), _nhwc(x2)]).permute(0, 3, 1, 2)
 
 
 class LSKModule(_LSKAttention):
     """Applied to seg and cls features with the SAME weights; the output replaces each input."""
 
     def forward(self, x1: Tensor, x2: Tensor) -> tuple[Tensor, Tensor]:
-        return self.attend(x1), self.attend(x2)
+        if x1.shape != x2.shape:
+            return self.attend(x1).contiguous(), self.attend(x2).contiguous()
+        # one call on both tasks stacked on the batch axis: half the kernel calls, and every
+        # weight gradient is one reduction instead of two summed
+        y1, y2 = self.attend(stack_channels_last(x1, x2)).contiguous().chunk(2)
+        return y1, y2
 
 
 class LSKLayer(_LSKAttention):
@@ -147,6 +177,16 @@ class ChannelSelector(nn.Module):
         weights = score.gather(1, idx) if self.strategy == "dynamic_st" else None
         return idx, weights
 
+    def select_pair(self, x1: Tensor, x2: Tensor) -> tuple[tuple[Tensor, Tensor | None], tuple[Tensor, Tensor | None]]:
+        """``(self(x1), self(x2))``; the scorer runs once on both stacked on the batch axis (the
+        random strategy draws for x1, then for x2, as two calls do)."""
+        if self.scorer is None or x1.shape != x2.shape:
+            return self(x1), self(x2)
+        idx, weights = self(stack_channels_last(x1, x2))  # the scorer works channels-last
+        w1, w2 = weights.chunk(2) if weights is not None else (None, None)
+        i1, i2 = idx.chunk(2)
+        return (i1, w1), (i2, w2)
+
 
 class Adapter(nn.Module):
     """Per-pixel MLP over the channel vector (Linear-ReLU-Linear), shared by both directions."""
@@ -160,7 +200,16 @@ class Adapter(nn.Module):
         self.fc2 = nn.Linear(hidden, channels)
 
     def forward(self, x: Tensor) -> Tensor:  # (B, C, H, W) -> (B, C, H, W)
-        return self.fc2(self.act(self.fc1(x.movedim(1, -1)))).movedim(-1, 1)
+        # fc(x) over the channel axis as W @ x[b] on the (C, H*W) planes: no transposed copies in
+        # or out (the nn.Linear form moved C last and back); the same products and sums
+        b = x.shape[0]
+        hidden = self.act(_channel_linear(self.fc1, x.flatten(2), b))
+        return _channel_linear(self.fc2, hidden, b).view(x.shape)
+
+
+def _channel_linear(fc: nn.Linear, planes: Tensor, batch: int) -> Tensor:
+    """``fc`` applied to every column of (B, C_in, N) -> (B, C_out, N)."""
+    return torch.baddbmm(fc.bias[:, None].expand(batch, -1, 1), fc.weight.expand(batch, -1, -1), planes)
 
 
 class ElementwiseAdapter(nn.Module):
@@ -222,17 +271,33 @@ class ChannelExchange(nn.Module):
         self.adapter = _build_adapter(adapter, self.k, adapter_hidden)
 
     def forward(self, x1: Tensor, x2: Tensor) -> tuple[Tensor, Tensor]:
-        b, _, h, w = x1.shape
-        i1, w1 = self.selector(x1)
-        i2, w2 = self.selector(x2)
-        g1 = i1[:, :, None, None].expand(b, self.k, h, w)
-        g2 = i2[:, :, None, None].expand(b, self.k, h, w)
-        to_x2 = self.adapter(x1.gather(1, g1))  # x1's picked channels, adapted, go to x2
-        to_x1 = self.adapter(x2.gather(1, g2))
+        (i1, w1), (i2, w2) = self.selector.select_pair(x1, x2)
+        to_x2 = self.adapter(pick_channels(x1, i1))  # x1's picked channels, adapted, go to x2
+        to_x1 = self.adapter(pick_channels(x2, i2))
         if w1 is not None and w2 is not None:
             st = (straight_through(w1) * straight_through(w2))[:, :, None, None]
             to_x1, to_x2 = to_x1 * st, to_x2 * st
-        return x1.scatter(1, g1, to_x1), x2.scatter(1, g2, to_x2)
+        return put_channels(x1, i1, to_x1), put_channels(x2, i2, to_x2)
+
+
+def _rows(x: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
+    """x as (B*C, H*W) rows, and the (B, K) per-sample channel indices as row numbers."""
+    b, c = x.shape[:2]
+    offsets = torch.arange(b, device=index.device)[:, None] * c
+    return x.reshape(b * c, -1), (index + offsets).reshape(-1)
+
+
+def pick_channels(x: Tensor, index: Tensor) -> Tensor:
+    """``x.gather(1, index expanded over H, W)``: the (B, K, H, W) picked channel planes, copied
+    as whole rows (index_select) instead of element by element through an expanded index."""
+    rows, flat = _rows(x, index)
+    return rows.index_select(0, flat).view(x.shape[0], index.shape[1], *x.shape[2:])
+
+
+def put_channels(x: Tensor, index: Tensor, src: Tensor) -> Tensor:
+    """``x.scatter(1, index expanded over H, W, src)`` as a row copy (index_copy)."""
+    rows, flat = _rows(x, index)
+    return rows.index_copy(0, flat, src.reshape(flat.numel(), -1)).view(x.shape)
 
 
 class SpatialExchange(nn.Module):

@@ -267,14 +267,23 @@ def build_fcos_head(cfg: ModelConfig, neck: FPN) -> FCOSHead:
     return FCOSHead(neck.out_channels, neck.strides, cfg.level_regress_ranges(), **fcos_head_args(cfg))
 
 
-# No defaults of its own: ModelConfig's are this detector's (the Table II 5-level baseline).
-@register("fcos", "FCOS as BAFE-Net's reference host (mmdet FCOSHead; 3 levels P3-P5) or Table II baseline (5 levels P3-P7)")
+# Training recipe for the keys a config leaves out (models/registry.py), measured on the quickstart
+# data (4 epochs on CPU; the table is in harness/presets/quickstart.yaml's header).
+FCOS_RECIPE = {
+    "optim.name": "adamw", "optim.lr": 3e-3, "optim.grad_clip": None,
+    "schedule.warmup": "linear", "schedule.warmup_iters": 20, "schedule.warmup_factor": 0.1,
+}
+
+
+# No model defaults of its own: ModelConfig's are this detector's (the Table II 5-level baseline).
+@register("fcos", "FCOS as BAFE-Net's reference host (mmdet FCOSHead; 3 levels P3-P5) or Table II baseline (5 levels P3-P7)",
+          recipe=FCOS_RECIPE)
 def build_fcos(cfg: ModelConfig) -> FCOS:
     preprocess, backbone, neck = build_parts(cfg)
     return FCOS(preprocess, backbone, neck, build_fcos_head(cfg, neck))
 
 
 __all__ = [
-    "FCOS", "FCOSHead", "Scale", "build_fcos", "build_fcos_head", "build_parts", "conv_tower", "fcos_head_args",
+    "FCOS", "FCOSHead", "FCOS_RECIPE", "Scale", "build_fcos", "build_fcos_head", "build_parts", "conv_tower", "fcos_head_args",
     "flatten_outputs",
 ]

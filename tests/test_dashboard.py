@@ -209,3 +209,21 @@ def test_taken_port_is_one_line(searched: Path, tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [f"irstdlab: error: --port {port}: 127.0.0.1:{port} is already in use; "
                                                 "choose another --port"]
+
+
+def test_journal_of_a_search_on_s3_is_a_local_snapshot(searched: Path, s3_bucket: str, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # the search's journal, uploaded where an S3 search keeps it: <storage>/<name>/optuna-journal.log
+    from irstdlab.harness.cli_dashboard import journal_of
+    from irstdlab.harness.errors import ConfigError
+    from irstdlab.leaderboards import storage_uri
+
+    monkeypatch.setenv("IRSTDLAB_WORK_DIR", str(tmp_path / "work"))
+    journal = searched / "quickstart" / JOURNAL_FILE
+    storage_uri.write_bytes(storage_uri.resolve(f"{s3_bucket}/runs/quickstart/{JOURNAL_FILE}"), journal.read_bytes())
+    name, local = journal_of(f"{s3_bucket}/runs", None)  # NAME left out: the only search there
+    assert name == "quickstart" and local.read_bytes() == journal.read_bytes()
+    assert local.is_relative_to(tmp_path / "work")
+    assert len(load(local).trials) == 2
+    with pytest.raises(ConfigError, match="no Optuna journal"):
+        journal_of(f"{s3_bucket}/runs", "other")

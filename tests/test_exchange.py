@@ -55,7 +55,8 @@ def _channel_exchange_reference(x1, x2, i1, i2, adapter):
 
 def _record_selections(module):
     seen = []
-    module.selector.register_forward_hook(lambda _m, _i, out: seen.append(out[0].clone()))
+    # the dynamic strategies score both tasks in one call on the stacked batch: split it again
+    module.selector.register_forward_hook(lambda _m, i, out: seen.extend(out[0].clone().chunk(out[0].shape[0] // B)))
     return seen
 
 

@@ -26,7 +26,7 @@ def test_registered_with_the_release_defaults():
     assert "oscar" in list_models()
     cfg = ModelConfig.from_dict({"name": "oscar"})
     assert (cfg.backbone, cfg.deep_stem, cfg.frozen_bn, cfg.norm_eval, cfg.pretrained) == ("resnet18", True, False, False, None)
-    assert (cfg.focal_gamma, cfg.cls_loss_weight, cfg.box_loss, cfg.noco_loss_weight) == (3.0, 2.0, "diou", 1000.0)
+    assert (cfg.focal_gamma, cfg.cls_loss_weight, cfg.box_loss, cfg.noco_loss_weight) == (3.0, 2.0, "diou", 10.0)  # NoCo: OSCAR_LOSS_DEFAULTS
     assert (cfg.score_thr, cfg.nms_thr, cfg.max_per_img, cfg.input_norm) == (0.05, 0.5, 100, "sirstv2")
     # a key the section sets wins over the detector default
     assert ModelConfig.from_dict({"name": "oscar", "backbone": "resnet34"}).backbone == "resnet34"

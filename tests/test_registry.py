@@ -13,7 +13,7 @@ from irstdlab.harness.config import TrialConfig
 from irstdlab.models import DETECTOR_MODULES, ModelConfig, build, list_models, model_defaults, register, registry
 from irstdlab.models.bafenet import BAFEHead
 from irstdlab.models.fcos import FCOSHead
-from irstdlab.models.oscar import OSCAR_DEFAULTS, OSCARHead
+from irstdlab.models.oscar import OSCAR_DEFAULTS, OSCAR_LOSS_DEFAULTS, OSCARHead
 
 PROBE = "probe_detector"
 
@@ -48,7 +48,8 @@ def test_the_shipped_detectors_defaults_come_from_their_entries():
     assert model_defaults("bafenet") == {"num_levels": 3}
     assert model_defaults("faster_rcnn") == {"p2": True, "num_levels": 4}
     assert model_defaults("retinanet") == {"extra_levels_from": "c5"}
-    assert model_defaults("oscar") == OSCAR_DEFAULTS
+    # ODI's head values, and a NoCo weight for dense small images (its paper preset sets ODI's 1000)
+    assert model_defaults("oscar") == {**OSCAR_DEFAULTS, **OSCAR_LOSS_DEFAULTS} == {**OSCAR_DEFAULTS, "noco_loss_weight": 10.0}
     assert model_defaults("fcos") == {} and model_defaults("no_such_model") == {}
     assert ModelConfig.from_dict({"name": "bafenet"}).num_levels == 3
     assert ModelConfig.from_dict({"name": "bafenet", "num_levels": 5}).num_levels == 5
