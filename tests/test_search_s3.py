@@ -56,14 +56,17 @@ def test_s3_search_survives_sigkill_and_a_wiped_work_folder(tmp_path, s3_bucket,
     first_cwd, first_work = tmp_path / "first", tmp_path / "first-work"
     first_cwd.mkdir()
     monkeypatch.setenv("IRSTDLAB_WORK_DIR", str(first_work))  # the driver-local scratch folder
-    args = ["quickstart", "--name", "s3kr", "--storage", storage, "--num-samples", "2", "--max-epochs", "2",
+    args = ["quickstart", "--name", "s3kr", "--storage", storage, "--num-samples", "2", "--max-epochs", "3",
             "--max-concurrent", "1", "--scheduler", "none", *TINY]
     first = Driver(args, first_cwd)
     try:
         done = first.wait_for(lambda m: m.group(5) == "completed", 300).group(1)
-        victim = first.wait_for(lambda m: m.group(1) != done and m.group(2) == "1" and m.group(5) == "running",
+        victim = first.wait_for(lambda m: m.group(1) != done and m.group(2) == "2" and m.group(5) == "running",
                                 300).group(1)
-        time.sleep(2)  # let Tune upload its experiment snapshot after that checkpoint
+        # Tune snapshots the experiment at most every ~10 s, but always after a trial's num_to_keep-th (2nd)
+        # checkpoint, and uploads it in the background: kill only once S3 holds a snapshot with the victim's
+        # 2nd checkpoint, so the test does not depend on how fast this machine uploads.
+        _wait_for_snapshot(s3_bucket, "runs/s3kr", victim, "checkpoint_000001", timeout=60)
         os.killpg(first.proc.pid, signal.SIGKILL)  # the driver and every Ray process it started
         first.proc.wait(timeout=60)
     finally:
@@ -88,7 +91,7 @@ def test_s3_search_survives_sigkill_and_a_wiped_work_folder(tmp_path, s3_bucket,
     assert sorted(ours["trial_id"]) == sorted({done, victim}) and (ours["status"] == "completed").all()
     plain = s3_rows(s3_bucket, "runs")
     assert len(plain) == 2 and sorted(plain["trial_id"]) == sorted({done, victim})
-    assert (plain["search"] == "s3kr").all() and (plain["epochs_completed"] == 2).all()
+    assert (plain["search"] == "s3kr").all() and (plain["epochs_completed"] == 3).all()
     keys = s3_objects(s3_bucket, "runs")
     # the search compacted its partition when it ended: one object
     assert len([k for k in keys if k.startswith("runs/leaderboard/search=s3kr/")]) == 1, keys
@@ -109,6 +112,20 @@ def test_s3_search_survives_sigkill_and_a_wiped_work_folder(tmp_path, s3_bucket,
     study = optuna.load_study(study_name=state["study_name"], storage=JournalStorage(JournalFileBackend(str(journal))))
     assert sorted(t.user_attrs["trial_id"] for t in study.trials) == sorted({done, victim})
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+
+
+def _wait_for_snapshot(bucket_uri: str, prefix: str, trial_id: str, checkpoint: str, timeout: float) -> None:
+    """Poll S3 until one of Tune's experiment snapshots under ``prefix`` names ``checkpoint`` of ``trial_id``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for key in s3_objects(bucket_uri, prefix):
+            if key.rsplit("/", 1)[-1].startswith("experiment_state-"):
+                text = _read_s3(bucket_uri, key).decode(errors="replace")
+                # the checkpoint manager is stored as hex-encoded cloudpickle inside the JSON
+                if trial_id in text and (checkpoint in text or checkpoint.encode().hex() in text):
+                    return
+        time.sleep(0.5)
+    raise AssertionError(f"no experiment snapshot on S3 names {checkpoint} of trial {trial_id}")
 
 
 def _read_s3(bucket_uri: str, key: str) -> bytes:
