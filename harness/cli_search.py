@@ -19,6 +19,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "results under ./irstdlab-runs/<name>/ and the leaderboard in ./irstdlab-runs/leaderboard/.")
     p.add_argument("space", nargs="?", default=None, metavar="SPACE", help="search space (default: quickstart)")
     add_search_arguments(p)
+    p.add_argument("--more", type=int_range(1, 1_000_000), metavar="K",
+                   help="with --resume: add K sampled configurations (x seeds) to the search, finished or not")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="with --resume: rerun the trials that raised an error (their rows are replaced)")
     p.set_defaults(handler=run)
 
 
@@ -71,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
         resources=TrialResources(args.trial_backend, args.workers_per_trial, args.cpus_per_worker,
                                  args.gpus_per_worker),
         scheduler=args.scheduler, overrides=tuple(args.overrides), searcher_seed=args.searcher_seed,
-        resume=args.resume, dry_run=args.dry_run, num_cpus=args.num_cpus)
+        resume=args.resume, dry_run=args.dry_run, num_cpus=args.num_cpus, more=args.more,
+        retry_failed=args.retry_failed)
     outcome = run_search(opts)
     if outcome is None:
         return 0

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 from collections.abc import Sequence
 
-from irstdlab.harness import configtree, yamlfile
+from irstdlab.harness import configtree, search_extend, yamlfile
 from irstdlab.harness.errors import ConfigError
 from irstdlab.harness import search_storage
 from irstdlab.harness.paths import ensure_writable_dir, validate_name
@@ -64,6 +64,8 @@ class SearchOptions:
     overrides: Sequence[str] = ()  # --set key.path=value on top of the space's overrides
     searcher_seed: int | None = None
     resume: bool = False
+    more: int | None = None  # --resume --more K: K more sampled configurations (harness/search_extend.py)
+    retry_failed: bool = False  # --resume --retry-failed: rerun the trials that raised
     dry_run: bool = False
     num_cpus: int | None = None  # embedded Ray only
     top_k: int = 5
@@ -185,7 +187,7 @@ def _prepare(opts: SearchOptions) -> tuple[SearchSpace, SearchStorage, dict[str,
             if given.space_hash != stored["space_hash"]:
                 raise ConfigError(f"{where.shown()}: search {opts.name!r} was started with a different space "
                                   f"({stored['space_hash']} != {given.space_hash}); use another --name")
-        return space, where, stored
+        return space, where, search_extend.extended_state(stored, space, opts.more)
     space = build_space(opts)
     name = opts.name or validate_name(space.name, f"{space.source}: name")
     where = open_storage(opts.storage, name)
@@ -247,6 +249,7 @@ def run_search(opts: SearchOptions, out: Any = sys.stdout) -> SearchOutcome | No
     """Run (or resume) a search; returns None for a dry run."""
     from irstdlab.harness import stages
 
+    search_extend.check_options(opts, staged=stages.is_staged(opts))
     if stages.is_staged(opts):  # a space with `stages:` (tune -> confirm): harness/stages.py
         return stages.run_staged(opts, out)
     space, where, state = _prepare(opts)
@@ -270,8 +273,12 @@ def run_search(opts: SearchOptions, out: Any = sys.stdout) -> SearchOutcome | No
         where.work_dir.mkdir(parents=True, exist_ok=opts.resume or where.remote)
         if opts.resume:
             tuner = _restore_tuner(where, space, opts)
+            search_extend.continue_plan(tuner, space, state["planned_trials"], opts.max_concurrent, opts.more)
+            if opts.more is not None:  # the plan grows once Tune could restore the search
+                search_storage.write_bytes(where.file(STATE_FILE), json.dumps(state, indent=1, sort_keys=True).encode())
             attach_log_file(where.work_dir / RAY_LOG)
-            print(f"resuming search {name} from {where.shown()}", file=out, flush=True)
+            print(f"resuming search {name} from {where.shown()}{search_extend.describe(opts, state)}", file=out,
+                  flush=True)
         else:
             attach_log_file(where.work_dir / RAY_LOG)
             search_storage.write_bytes(where.file(STATE_FILE), json.dumps(state, indent=1, sort_keys=True).encode())
@@ -296,8 +303,8 @@ def _restore_tuner(where: SearchStorage, space: SearchSpace, opts: SearchOptions
                           f"(it was stopped before its first snapshot); start it again under a new --name")
     ctx = SearchContext(search=where.name, space=space, storage=where.root_ref, resources=opts.resources)
     try:
-        return tune.Tuner.restore(path, trainable=trainable(ctx), resume_unfinished=True, resume_errored=False,
-                                  storage_filesystem=filesystem)
+        return tune.Tuner.restore(path, trainable=trainable(ctx), resume_unfinished=True,
+                                  resume_errored=opts.retry_failed, storage_filesystem=filesystem)
     except Exception as exc:  # noqa: BLE001 - a truncated tuner.pkl / experiment state, any type
         raise cannot_resume(where.search_ref, f"Tune cannot read its saved state ({type(exc).__name__})") from None
 
@@ -320,6 +327,8 @@ def _preview(space: SearchSpace, n: int) -> list[dict[str, Any]]:
     sampler = (optuna.samplers.RandomSampler(seed=space.searcher_seed) if space.sampler == "random"
                else optuna.samplers.TPESampler(seed=space.searcher_seed))
     study = optuna.create_study(sampler=sampler)
+    for start in space.start_with:  # as make_searcher enqueues them
+        study.enqueue_trial(dict(start))
     points = []
     for _ in range(n):
         trial = study.ask()

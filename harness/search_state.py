@@ -39,8 +39,9 @@ def refuse_plan_changes_on_resume(overrides: Sequence[str], max_epochs: int | No
                                       ("--searcher-seed", searcher_seed), ("--num-samples", num_samples))
              if value not in (None, (), [])]
     if given:
+        more = " (to add configurations: --more K)" if given[0] == "--num-samples" else ""
         raise ConfigError(f"{given[0]}: --resume continues the search exactly as it was planned and cannot change "
-                          f"it; drop {given[0]}, or start a new search under another --name")
+                          f"it; drop {given[0]}{more}, or start a new search under another --name")
 
 
 def stored_space_error(path: Path | str, exc: Exception) -> ConfigError:

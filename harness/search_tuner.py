@@ -44,7 +44,8 @@ def make_searcher(space: SearchSpace) -> Any:
     metric = [o.metric for o in space.objectives]
     mode: list[str] = [o.mode for o in space.objectives]
     searcher: Any = OptunaSearch(space.define_by_run(), metric=metric if len(metric) > 1 else metric[0],
-                            mode=mode if len(mode) > 1 else mode[0], sampler=sampler, seed=space.searcher_seed)
+                            mode=mode if len(mode) > 1 else mode[0], sampler=sampler, seed=space.searcher_seed,
+                            points_to_evaluate=[dict(p) for p in space.start_with] or None)  # enqueued first
     if space.seeds > 1:
         searcher = Repeater(searcher, repeat=space.seeds, set_index=True)
     return searcher

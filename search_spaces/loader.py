@@ -14,6 +14,8 @@ A space file reads like the space (see ``quickstart.yaml``)::
     seeds: 1                         # every sampled configuration runs with seeds 0..N-1
     sampler: optuna                  # optuna (TPE) | random | grid
     searcher_seed: 0
+    start_with:                      # optional: configurations proposed first (e.g. the paper's defaults)
+      - {model.name: bafenet, model.p: 0.5, optim.lr: 1.0e-3}   # left-out parameters are sampled
     stages:                          # optional: tune each group, then confirm its best over seeds
       tune: {group_by: model.name, budget: {num_samples: 4, max_epochs: 2}}
       confirm: {seeds: 3}            # at budget.max_epochs (search_spaces/stage_spaces.py)
@@ -50,6 +52,7 @@ from irstdlab.search_spaces.sections import objectives as _objectives
 from irstdlab.search_spaces.sections import positive_int as _positive_int
 from irstdlab.search_spaces.sections import short as _short
 from irstdlab.search_spaces.sections import stages as _stages
+from irstdlab.search_spaces.sections import start_with as _start_with
 from irstdlab.search_spaces.space import (  # noqa: F401  (re-exported: the loader's public names)
     SEED_INDEX_KEY,
     Budget,
@@ -64,7 +67,8 @@ DISTRIBUTIONS = ("choice", "uniform", "loguniform", "int")
 SAMPLERS = ("optuna", "random", "grid")
 TOP_KEYS = ("name", "description", "base", "preset", "config", "overrides", "parameters", "objective",
             "budget", "seeds", "sampler", "searcher_seed", "reproduce",  # reproduce: harness/reproduce.py
-            "stages")  # tune -> confirm: search_spaces/stage_spaces.py, harness/stages.py
+            "stages",  # tune -> confirm: search_spaces/stage_spaces.py, harness/stages.py
+            "start_with")  # configurations proposed first (search_spaces/sections.py start_with)
 
 
 # ----------------------------------------------------------------------------------------- loading
@@ -175,6 +179,11 @@ def parse(text: str, label: str = "<space>", folder: Path | None = None, default
     if budget.stop_within and budget.stop_within not in {p.path for p in params}:
         raise err("budget/stop_within", f"{budget.stop_within!r} is not a searched parameter "
                                         f"({', '.join(p.path for p in params)})")
+    if "start_with" in raw:
+        if "stages" in raw:
+            raise err("start_with", "not with stages: each stage runs a searcher of its own")
+        points = _start_with(raw["start_with"], params, budget, sampler, base_raw, err)
+        space = SearchSpace(**{**space.__dict__, "start_with": points})
     if sampler == "grid":
         try:
             space.grid()

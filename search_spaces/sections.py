@@ -6,13 +6,14 @@ carries the file and line of the key.
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 from collections.abc import Callable
 
-from irstdlab.harness import trial_metrics
+from irstdlab.harness import configtree, trial_metrics
 from irstdlab.harness.errors import ConfigError
-from irstdlab.search_spaces.space import Budget, ConfirmStage, Objective, SearchSpace, Stages, TuneStage
+from irstdlab.search_spaces.space import Budget, ConfirmStage, Objective, Parameter, SearchSpace, Stages, TuneStage
 
 BUDGET_KEYS = ("num_samples", "max_epochs", "grace_period", "reduction_factor", "tie_tolerance", "min_compared",
                "stop_within")
@@ -133,6 +134,83 @@ def stages(raw: Any, top_budget: Budget, top_seeds: int, err: ErrorBuilder) -> S
                   ConfirmStage(positive_int(confirm.get("seeds", top_seeds), "stages/confirm/seeds", err), max_epochs))
 
 
+def start_with(raw: Any, params: tuple[Parameter, ...], budget: Budget, sampler: str,
+               base_raw: dict[str, Any], err: ErrorBuilder) -> tuple[dict[str, Any], ...]:
+    """``start_with: [{parameter: value, ...}, ...]``: configurations the searcher proposes first (Optuna's
+    enqueued trials, through Ray's ``points_to_evaluate``), e.g. the paper's defaults.
+
+    Every key is a searched parameter and every value lies in its distribution; a conditional parameter
+    appears only together with the parameters of its ``when``, holding. Parameters a point leaves out are
+    sampled as usual; the point's values on the base config must make a valid ``TrialConfig``."""
+    if sampler == "grid":
+        raise err("start_with", "not for sampler: grid, which runs every grid point anyway")
+    if not isinstance(raw, list) or not raw:
+        raise err("start_with", "expected a non-empty list of mappings {parameter: value}")
+    if len(raw) > budget.num_samples:
+        raise err("start_with", f"{len(raw)} points but budget.num_samples is {budget.num_samples}: "
+                                f"the points are the first of the sampled configurations")
+    by_path = {p.path: p for p in params}
+    points: list[dict[str, Any]] = []
+    for number, point in enumerate(raw, start=1):
+        where = f"point {number}"
+        if not isinstance(point, dict) or not point:
+            raise err("start_with", f"{where}: expected a non-empty mapping {{parameter: value}}, got {short(point)}")
+        for path, value in point.items():
+            if path not in by_path:
+                raise err("start_with", f"{where}: {path} is not a searched parameter "
+                                        f"(searched: {', '.join(by_path)})")
+            param = by_path[path]
+            problem = _outside(param, value)
+            if problem:
+                raise err("start_with", f"{where}: {path}: {short(value)} {problem}")
+            for cond_path, allowed in param.when:
+                if cond_path not in point:
+                    raise err("start_with", f"{where}: {path} is searched only when {cond_path} is in "
+                                            f"{list(allowed)}; give {cond_path} too")
+                if point[cond_path] not in allowed:
+                    raise err("start_with", f"{where}: {path} is searched only when {cond_path} is in "
+                                            f"{list(allowed)}, and this point has {cond_path} "
+                                            f"{short(point[cond_path])}: leave {path} out")
+        if point in points:
+            raise err("start_with", f"{where} repeats point {points.index(point) + 1}")
+        objection = _config_objection(base_raw, point)
+        if objection:
+            raise err("start_with", f"{where}: rejected by the config: {objection}")
+        points.append(dict(point))
+    return tuple(points)
+
+
+def _config_objection(base_raw: dict[str, Any], point: dict[str, Any]) -> str | None:
+    from irstdlab.harness.config import TrialConfig
+
+    trial_raw = copy.deepcopy(base_raw)
+    for path, value in point.items():
+        configtree.set_path(trial_raw, path.split("."), value)
+    try:
+        TrialConfig.from_dict(trial_raw)
+    except ConfigError as exc:
+        return str(exc)
+    return None
+
+
+def _outside(param: Parameter, value: Any) -> str | None:
+    """Why ``value`` is not a value ``param`` can take, or None."""
+    if param.kind == "choice":
+        same = [v for v in param.values if v == value and isinstance(v, bool) == isinstance(value, bool)]
+        return None if same else f"is not one of its choices {list(param.values)}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not finite_number(value):
+        return f"is not a number ({param.kind} [{param.low:g}, {param.high:g}])"
+    if param.kind == "int" and not isinstance(value, int):
+        return f"is not an integer (int [{param.low:g}, {param.high:g}])"
+    if not param.low <= value <= param.high:
+        return f"is outside {param.kind} [{param.low:g}, {param.high:g}]"
+    if param.step:
+        steps = (value - param.low) / param.step
+        if abs(steps - round(steps)) > 1e-9:
+            return f"is not on the step {param.step:g} from {param.low:g}"
+    return None
+
+
 def refuse_fixed_and_searched(set_keys: list[str], space: SearchSpace) -> None:
     """``--set`` on a searched key would be replaced by every sampled value: refuse it, naming both."""
     searched = {p.path for p in space.parameters}
@@ -155,4 +233,4 @@ def short(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-__all__ = ["BUDGET_KEYS", "CONFIRM_KEYS", "TUNE_KEYS", "budget", "stages", "check_objectives_reported", "finite_number", "objectives", "positive_int", "refuse_fixed_and_searched", "short"]
+__all__ = ["BUDGET_KEYS", "CONFIRM_KEYS", "TUNE_KEYS", "budget", "stages", "start_with", "check_objectives_reported", "finite_number", "objectives", "positive_int", "refuse_fixed_and_searched", "short"]

@@ -149,6 +149,8 @@ class SearchSpace:
     stage: str | None = None  # set on the space of one stage ("tune" / "confirm"); the rows record it
     # explicit configurations (the confirm stage's chosen points): the grid is exactly these
     points: tuple[dict[str, Any], ...] | None = field(default=None, compare=False, repr=False)
+    # `start_with:` configurations the searcher proposes before sampling (Optuna's enqueued trials)
+    start_with: tuple[dict[str, Any], ...] = field(default=(), compare=False, repr=False)
 
     @property
     def metric(self) -> str:
@@ -229,6 +231,8 @@ def space_summary(space: SearchSpace) -> str:
                + (f" step {p.step:g}" if p.step else ""))
         cond = " when " + ", ".join(f"{k} in {list(v)}" for k, v in p.when) if p.when else ""
         lines.append(f"  {p.path}: {rng}{cond}")
+    for number, point in enumerate(space.start_with, start=1):
+        lines.append(f"  start with {number}: " + ", ".join(f"{k}={v}" for k, v in point.items()))
     return "\n".join(lines)
 
 
