@@ -19,10 +19,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "results under ./irstdlab-runs/<name>/ and the leaderboard in ./irstdlab-runs/leaderboard/.")
     p.add_argument("space", nargs="?", default=None, metavar="SPACE", help="search space (default: quickstart)")
     add_search_arguments(p)
-    p.add_argument("--more", type=int_range(1, 1_000_000), metavar="K",
-                   help="with --resume: add K sampled configurations (x seeds) to the search, finished or not")
-    p.add_argument("--retry-failed", action="store_true",
-                   help="with --resume: rerun the trials that raised an error (their rows are replaced)")
     p.set_defaults(handler=run)
 
 
@@ -49,6 +45,10 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--searcher-seed", type=SEED, help="override the space's searcher seed")
     p.add_argument("--num-cpus", type=MAX_CPUS, help="CPUs of the embedded Ray (default: all)")
     p.add_argument("--resume", action="store_true", help="continue the search --name under --storage")
+    p.add_argument("--more", type=int_range(1, 1_000_000), metavar="K",
+                   help="with --resume: add K sampled configurations (x seeds) to the search, finished or not")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="with --resume: rerun the trials that raised an error (their rows are replaced)")
     p.add_argument("--dry-run", action="store_true", help="validate and print the plan; start nothing")
 
 
