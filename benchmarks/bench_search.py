@@ -77,7 +77,7 @@ def overhead(folder: Path, images: int, epochs: int, n: int) -> dict:
     from irstdlab.harness.reporting import LocalReporter
     from irstdlab.harness.search import start_ray
     from irstdlab.harness.trial import run_trial
-    from irstdlab.search_spaces.loader import load
+    from irstdlab.harness.space_loader import load
 
     space_path = write_space(folder, "overhead", images=images, samples=n, epochs=epochs, sampler="grid", seed=0)
     space = load(str(space_path))

@@ -56,7 +56,7 @@ sampler: grid
 def grid_space() -> Any:
     import dataclasses
 
-    from irstdlab.search_spaces.loader import load, parse
+    from irstdlab.harness.space_loader import load, parse
 
     space = parse(GRID_SPACE, label="benchmarks/replay_record.py:GRID_SPACE")
     return dataclasses.replace(space, budget=load("quickstart").budget)

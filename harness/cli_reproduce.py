@@ -80,11 +80,11 @@ def _space_with_seeds(space_name: str, seeds: int | None, folder: Path) -> str:
     stores the text it ran, so a resume needs neither the copy nor the flag."""
     import yaml
 
-    from irstdlab.search_spaces import loader
+    from irstdlab.harness import space_loader
 
     if seeds is None:
         return space_name
-    text, _, _ = loader.resolve(space_name)
+    text, _, _ = space_loader.resolve(space_name)
     raw = yaml.safe_load(text)
     raw["seeds"] = seeds
     path = folder / f"{space_name}.yaml"

@@ -32,7 +32,7 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from irstdlab.search_spaces.loader import SearchSpace
+from irstdlab.harness.space_loader import SearchSpace
 
 # Leaderboard statuses (search_callbacks.FINAL_STATUSES) -> Optuna's final states.
 _STATE_OF_STATUS = {"completed": "COMPLETE", "early_stopped": "PRUNED", "failed": "FAIL"}

@@ -31,7 +31,7 @@ def param_specs(leaderboard_root: Path | str | Location, df: Any) -> tuple[list[
 
 
 def _stored_specs(root: Path | str | Location, df: Any, searches: list[str]) -> tuple[list[ParamSpec] | None, str]:
-    from irstdlab.search_spaces import loader
+    from irstdlab.harness import space_loader
 
     if len(searches) != 1:
         return None, f"the rows come from {len(searches)} searches; --search S uses one search's stored space"
@@ -42,7 +42,7 @@ def _stored_specs(root: Path | str | Location, df: Any, searches: list[str]) -> 
         state = json.loads(storage_uri.read_bytes(state_path).decode("utf-8"))
         text = state["space_text"]
         folder = Path(state["space_folder"]) if state.get("space_folder") else None
-        space = loader.parse(text, str(state_path), folder)
+        space = space_loader.parse(text, str(state_path), folder)
     except (OSError, ValueError, KeyError, TypeError, ConfigError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return None, f"the stored space in {state_path} does not load: {reason[:200]}"

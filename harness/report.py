@@ -14,7 +14,7 @@ import pandas as pd
 
 from irstdlab.leaderboards import compare, export, plots, query
 from irstdlab.leaderboards.errors import LeaderboardError
-from irstdlab.search_spaces.space import SearchSpace
+from irstdlab.harness.search_space import SearchSpace
 
 REPORT_FILE = "report.md"
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from irstdlab.harness.errors import ConfigError
-from irstdlab.search_spaces.loader import SearchSpace
+from irstdlab.harness.space_loader import SearchSpace
 
 TABLES = ("II", "III", "IV", "V", "VI", "VII", "VIII", "IX")
 # paper column -> our leaderboard metric. The paper's recall07 and recall12 are the final recall of

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from irstdlab.harness.trial_spec import TrialSpec
-from irstdlab.search_spaces.space import SearchSpace
+from irstdlab.harness.search_space import SearchSpace
 
 FACTS_FIELD = "trial_facts"  # JSON of TrialFacts; see the module docstring
 SPEC_FIELD = "trial_spec"  # JSON of TrialSpec, beside the facts

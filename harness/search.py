@@ -39,9 +39,9 @@ from irstdlab.harness.search_state import (cannot_resume, check_asha_state, chec
 from irstdlab.harness.search_trainable import SearchContext, TrialResources
 from irstdlab.harness.search_tuner import build_tuner, start_ray, trainable
 from irstdlab.leaderboards import storage_uri
-from irstdlab.search_spaces import loader
-from irstdlab.search_spaces.loader import SearchSpace
-from irstdlab.search_spaces.sections import refuse_fixed_and_searched
+from irstdlab.harness import space_loader
+from irstdlab.harness.space_loader import SearchSpace
+from irstdlab.harness.space_sections import refuse_fixed_and_searched
 
 STATE_FILE = "irstdlab-search.json"
 ASHA_FILE = "asha_state.json"
@@ -98,13 +98,13 @@ def build_space(opts: SearchOptions, stored: dict[str, Any] | None = None) -> Se
         raw = yamlfile.load(stored["space_text"])
         label, folder = stored["space_source"], Path(stored["space_folder"]) if stored["space_folder"] else None
     else:
-        text, label, folder = loader.resolve(opts.space)
-        parsed = loader.parse(text, label, folder, Path(label).stem)  # errors with the file's own line numbers
+        text, label, folder = space_loader.resolve(opts.space)
+        parsed = space_loader.parse(text, label, folder, Path(label).stem)  # errors with the file's own line numbers
         refuse_fixed_and_searched([".".join(configtree.parse_override(item)[0]) for item in opts.overrides], parsed)
         raw = yamlfile.load(text)
         if not (opts.overrides or opts.max_epochs is not None or opts.searcher_seed is not None):
             raw.setdefault("name", Path(label).stem)
-            return loader.parse(yaml.safe_dump(raw, sort_keys=False), label, folder)
+            return space_loader.parse(yaml.safe_dump(raw, sort_keys=False), label, folder)
         raw.setdefault("name", Path(label).stem)
         if opts.overrides:
             raw["overrides"] = dict(raw.get("overrides") or {})
@@ -119,7 +119,7 @@ def build_space(opts: SearchOptions, stored: dict[str, Any] | None = None) -> Se
         if opts.searcher_seed is not None:
             raw["searcher_seed"] = opts.searcher_seed
     try:
-        return loader.parse(yaml.safe_dump(raw, sort_keys=False), label, folder)
+        return space_loader.parse(yaml.safe_dump(raw, sort_keys=False), label, folder)
     except ConfigError as exc:
         if stored is not None or not opts.overrides:
             raise
@@ -204,7 +204,7 @@ def _prepare(opts: SearchOptions) -> tuple[SearchSpace, SearchStorage, dict[str,
     configs = len(space.grid()) if space.sampler == "grid" else space.budget.num_samples
     if opts.num_samples is not None:
         configs = min(configs, opts.num_samples) if space.sampler == "grid" else opts.num_samples
-    text, label, folder = loader.resolve(opts.space)
+    text, label, folder = space_loader.resolve(opts.space)
     state = {
         "name": name, "space_source": space.source, "space_text": build_space_text(opts),
         "space_folder": str(folder) if folder else None, "space_hash": space.space_hash,
@@ -241,7 +241,7 @@ def summarize(space: SearchSpace, state: dict[str, Any], opts: SearchOptions) ->
              + (f" of the same {space.budget.stop_within}" if space.budget.stop_within else "") + ")",
              f"  per trial: {res.workers_per_trial} worker(s) x {res.cpus_per_worker:g} CPU, "
              f"{res.gpus_per_worker:g} GPU; backend {res.resolved_backend()}",
-             "  parameters:", loader.space_summary(space)]
+             "  parameters:", space_loader.space_summary(space)]
     return "\n".join(lines)
 
 

@@ -35,7 +35,7 @@ from irstdlab.harness.rows import (FACTS_FIELD, FINAL_STATUSES, SPEC_FIELD, Tria
                                    failure_of)
 from irstdlab.harness.trial_spec import TrialSpec, resolve_trial
 from irstdlab.harness.search_trainable import split_config
-from irstdlab.search_spaces.loader import SearchSpace
+from irstdlab.harness.space_loader import SearchSpace
 
 
 class LeaderboardCallback(Callback):

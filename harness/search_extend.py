@@ -28,7 +28,7 @@ from irstdlab.harness.errors import ConfigError
 
 if TYPE_CHECKING:
     from irstdlab.harness.search import SearchOptions
-    from irstdlab.search_spaces.loader import SearchSpace
+    from irstdlab.harness.space_loader import SearchSpace
 
 
 def check_options(opts: SearchOptions, staged: bool) -> None:

@@ -33,7 +33,7 @@ from typing import Any, Literal
 from irstdlab.harness.reporting import TuneReporter
 from irstdlab.harness.rows import COST_METRICS, FACTS_FIELD, FAILURE_FIELD, SPEC_FIELD, TrialFacts
 from irstdlab.harness.trial_spec import resolve_trial
-from irstdlab.search_spaces.loader import SEED_INDEX_KEY, SearchSpace
+from irstdlab.harness.space_loader import SEED_INDEX_KEY, SearchSpace
 
 
 @dataclass(frozen=True)

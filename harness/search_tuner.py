@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from irstdlab.harness.search_storage import SearchStorage
 from irstdlab.harness.search_trainable import SearchContext
-from irstdlab.search_spaces.loader import SEED_INDEX_KEY, SearchSpace
+from irstdlab.harness.space_loader import SEED_INDEX_KEY, SearchSpace
 
 if TYPE_CHECKING:
     from irstdlab.harness.search import SearchOptions

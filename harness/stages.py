@@ -1,6 +1,6 @@
 """A staged search: tune every group at a reduced budget, then confirm each group's best over seeds.
 
-A space with ``stages:`` (``search_spaces/stage_spaces.py`` derives the stage spaces) runs as several
+A space with ``stages:`` (``harness/stage_spaces.py`` derives the stage spaces) runs as several
 Tune experiments under one search name, so every row lands in ``search=<name>`` with its ``stage``:
 
 ```
@@ -31,9 +31,9 @@ from irstdlab.harness import yamlfile
 from irstdlab.harness.errors import ConfigError
 from irstdlab.harness.paths import ensure_writable_dir, validate_name
 from irstdlab.harness.rows import FINAL_STATUSES
-from irstdlab.search_spaces import loader
-from irstdlab.search_spaces.space import SearchSpace
-from irstdlab.search_spaces.stage_spaces import confirm_space, group_values, tune_space
+from irstdlab.harness import space_loader
+from irstdlab.harness.search_space import SearchSpace
+from irstdlab.harness.stage_spaces import confirm_space, group_values, tune_space
 
 STAGES_FILE = "irstdlab-stages.json"
 
@@ -44,7 +44,7 @@ def is_staged(opts: Any) -> bool:
         return False
     if opts.resume:
         return bool(opts.name) and (Path(opts.storage) / opts.name / STAGES_FILE).is_file()
-    text, _, _ = loader.resolve(opts.space)
+    text, _, _ = space_loader.resolve(opts.space)
     try:
         raw = yamlfile.load(text)
     except Exception:  # noqa: BLE001 - the ordinary path reports a broken file with its line
@@ -92,7 +92,7 @@ def prepare(opts: Any) -> tuple[SearchSpace, str, str, dict[str, Any]]:
     tune_configs = opts.num_samples or space.stages.tune.budget.num_samples
     planned_configs = len(groups) * (tune_configs + 1)
     planned_trials = len(groups) * (tune_configs * space.stages.tune.seeds + space.stages.confirm.seeds)
-    _, _, folder = loader.resolve(opts.space)
+    _, _, folder = space_loader.resolve(opts.space)
     state = {
         "name": name, "space_source": space.source, "space_text": search.build_space_text(opts),
         "space_folder": str(folder) if folder else None, "space_hash": space.space_hash,
@@ -121,7 +121,7 @@ def summarize(space: SearchSpace, state: dict[str, Any]) -> str:
         f"  stage 2 (confirm): each group's best stage-1 configuration x {confirm.seeds} seed(s), "
         f"{confirm.max_epochs} epochs, no early stopping",
         f"  trials: {state['planned_trials']} in all",
-        "  parameters:", loader.space_summary(space)])
+        "  parameters:", space_loader.space_summary(space)])
 
 
 # ----------------------------------------------------------------------------------- stage 2 choice

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from irstdlab.harness.config import TrialConfig
-from irstdlab.search_spaces.space import SearchSpace
+from irstdlab.harness.search_space import SearchSpace
 
 
 @dataclass(frozen=True)

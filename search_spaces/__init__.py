@@ -1,5 +1,5 @@
-"""YAML search spaces users edit, and the loader that validates them against ``TrialConfig``."""
+"""The shipped YAML search spaces users copy and edit (data only).
 
-from irstdlab.search_spaces.loader import SearchSpace, builtin_names, load, parse
-
-__all__ = ["SearchSpace", "builtin_names", "load", "parse"]
+The code that reads them, ``irstdlab.harness.space_loader``, lives in the harness: a search space is
+validated against ``TrialConfig``, and no lower layer imports the harness. This package only
+carries the files; ``importlib.resources.files("irstdlab.search_spaces")`` finds them installed."""

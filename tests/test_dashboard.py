@@ -25,7 +25,7 @@ pytest.importorskip("optuna_dashboard")
 from irstdlab.harness.cli_dashboard import MISSING_EXTRA  # noqa: E402 - after importorskip
 from irstdlab.harness.journal import JournalMirror, open_journal_study  # noqa: E402 - after importorskip
 from irstdlab.harness.search import JOURNAL_FILE  # noqa: E402 - after importorskip
-from irstdlab.search_spaces import loader  # noqa: E402 - after importorskip
+from irstdlab.harness import space_loader  # noqa: E402 - after importorskip
 
 EPOCHS = 2
 
@@ -82,7 +82,7 @@ def test_search_mirrors_every_epoch_and_one_final_state(searched: Path) -> None:
 
 def test_resumed_mirror_continues_the_same_trial(searched: Path, tmp_path: Path) -> None:
     """A new driver (a resumed search) re-using trial ids finds the existing Optuna trials."""
-    space = loader.load("quickstart")
+    space = space_loader.load("quickstart")
     journal = tmp_path / JOURNAL_FILE
     journal.write_bytes((searched / "quickstart" / JOURNAL_FILE).read_bytes())
     study_name = load(journal).study_name

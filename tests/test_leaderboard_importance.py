@@ -16,7 +16,7 @@ import irstdlab.leaderboards as lb
 from irstdlab.harness.cli import main
 from irstdlab.leaderboards import importance
 from irstdlab.leaderboards.study_frame import ParamSpec, average_seeds, infer_specs
-from irstdlab.search_spaces import loader
+from irstdlab.harness import space_loader
 
 SPACE = """name: known
 base: quickstart
@@ -59,7 +59,7 @@ def storage(tmp_path_factory):
     root = tmp_path_factory.mktemp("imp")
     board = lb.open(root / "leaderboard")
     for r in _known_rows():
-        board.append({**r, "space_hash": loader.parse(SPACE, "known.yaml").space_hash})
+        board.append({**r, "space_hash": space_loader.parse(SPACE, "known.yaml").space_hash})
     board.append(_row(90, 0, {"model.name": "fcos", "optim.lr": 1e-3, "model.p": None, "model.head_depth": 1},
                       0.99, status="early_stopped", epochs_completed=2, trial_id="stop1"))
     board.append(_row(91, 0, {"model.name": "bafenet", "optim.lr": 2e-3, "model.p": 0.5, "model.head_depth": 2},

@@ -308,12 +308,12 @@ def test_importance_reads_the_stored_space_from_s3(s3_bucket, capsys):
 
     import irstdlab.leaderboards as lb
     from irstdlab.harness.cli import main
-    from irstdlab.search_spaces import loader
+    from irstdlab.harness import space_loader
     from test_leaderboard_importance import SPACE, _known_rows
 
     storage = f"{s3_bucket}/runs"
     board = lb.open(f"{storage}/leaderboard")
-    space_hash = loader.parse(SPACE, "known.yaml").space_hash
+    space_hash = space_loader.parse(SPACE, "known.yaml").space_hash
     for r in _known_rows(n=12):
         board.append({**r, "space_hash": space_hash})
     assert main(["leaderboard", "importance", "--storage", storage, "--json"]) == 0

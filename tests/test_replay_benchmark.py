@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import replay  # noqa: E402  (benchmarks/ is not a package)
 
-from irstdlab.search_spaces.loader import parse  # noqa: E402
+from irstdlab.harness.space_loader import parse  # noqa: E402
 
 SPACE = """\
 base: quickstart

@@ -25,7 +25,7 @@ from irstdlab.leaderboards.compare import bootstrap_ci
 from irstdlab.leaderboards.paper import read_csv
 from irstdlab.models import ModelConfig, build
 from irstdlab.models.exchange import OLD_HEAD, ChannelExchange, ElementwiseAdapter, Exchange
-from irstdlab.search_spaces import loader
+from irstdlab.harness import space_loader
 
 ROWS = {"II": 6, "III": 6, "IV": 4, "V": 4, "VI": 4, "VII": 3, "VIII": 9, "IX": 4}
 
@@ -144,14 +144,14 @@ def test_bad_table_and_inconsistent_rows_are_one_line_errors(tmp_path):
     with pytest.raises(ConfigError, match="TABLE: 'X' is not one of"):
         reproduce.table_name("X")
     assert reproduce.table_name(" ix ") == "IX"
-    text, _, _ = loader.resolve("reproduce_table_VII")
+    text, _, _ = space_loader.resolve("reproduce_table_VII")
     bad = text.replace("params: {model.selection: \"fixed\"}", "params: {model.selection: \"dynamic_st\"}")
     assert bad != text
-    space = loader.parse(bad, "bad.yaml")
+    space = space_loader.parse(bad, "bad.yaml")
     with pytest.raises(ConfigError, match=r"bad.yaml: reproduce.rows\[1\].params: .* not a point of the space's grid"):
         reproduce.plan_of(space, "VII")
     with pytest.raises(ConfigError, match="reproduce.table: VII, but Table VIII was asked for"):
-        reproduce.plan_of(loader.parse(text, "vii.yaml"), "VIII")
+        reproduce.plan_of(space_loader.parse(text, "vii.yaml"), "VIII")
     proc = cli(["reproduce", "XI", "--dry-run"], tmp_path, timeout=60)
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "TABLE" in proc.stderr
 

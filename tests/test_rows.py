@@ -14,7 +14,7 @@ from irstdlab.harness.rows import (FACTS_FIELD, FAILURE_FIELD, TrialFacts, build
 from irstdlab.harness.errors import ConfigError
 from irstdlab.harness.trial_spec import TrialSpec, resolve_trial
 from irstdlab.leaderboards import open as open_leaderboard
-from irstdlab.search_spaces.loader import parse
+from irstdlab.harness.space_loader import parse
 
 SPACE = """
 name: rows

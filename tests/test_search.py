@@ -115,7 +115,7 @@ def test_plan_validation_without_ray(tmp_path):
     from irstdlab.harness.errors import ConfigError
     from irstdlab.harness.search import SearchOptions, check_models, prepare
     from irstdlab.harness.search_trainable import TrialResources, split_config
-    from irstdlab.search_spaces.loader import parse
+    from irstdlab.harness.space_loader import parse
 
     # grid configs nest the point; Optuna configs are flat; the seed index rides along
     assert split_config({"params": {"model.p": 0.5}, "__trial_index__": 2}) == ({"model.p": 0.5}, 2)
@@ -142,7 +142,7 @@ def test_plan_validation_without_ray(tmp_path):
 @pytest.mark.timeout(120)
 def test_searcher_multi_objective_and_seed_repeats():
     from irstdlab.harness.search_tuner import make_searcher as _make_searcher
-    from irstdlab.search_spaces.loader import parse
+    from irstdlab.harness.space_loader import parse
 
     text = textwrap.dedent("""\
         base: quickstart

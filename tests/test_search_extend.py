@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from irstdlab.harness.errors import ConfigError
-from irstdlab.search_spaces import loader
+from irstdlab.harness import space_loader
 from test_search_resume import Driver  # the kill-and-resume driver (tests/ is on sys.path)
 
 SPACE = """\
@@ -60,7 +60,7 @@ def _space_with(tmp_path: Path, start_with: str, extra: str = "") -> str:
 def test_start_with_errors_name_the_file_line_and_point(tmp_path, start_with, extra, message):
     path = _space_with(tmp_path, start_with, extra)
     with pytest.raises(ConfigError) as exc:
-        loader.load(path)
+        space_loader.load(path)
     text = str(exc.value)
     line = next(i for i, ln in enumerate(Path(path).read_text().splitlines(), 1) if ln.startswith("start_with"))
     assert text.startswith(f"{path}:{line}: start_with: ") and message in text and "\n" not in text
@@ -74,10 +74,10 @@ def test_start_with_a_combination_the_config_rejects(tmp_path):
                                   "  model.norm_groups: {choice: [16, 32]}\n")
                     .replace("{model.name: fcos, optim.lr: 1.0e-3}", "{model.head_width: 48, model.norm_groups: 32}"))
     with pytest.raises(ConfigError) as exc:
-        loader.load(str(path))
+        space_loader.load(str(path))
     assert "start_with: point 1: rejected by the config:" in str(exc.value) and "norm_groups" in str(exc.value)
     path.write_text(path.read_text().replace("model.norm_groups: 32}", "model.norm_groups: 16}"))
-    assert loader.load(str(path)).start_with == ({"model.head_width": 48, "model.norm_groups": 16},)
+    assert space_loader.load(str(path)).start_with == ({"model.head_width": 48, "model.norm_groups": 16},)
 
 
 def test_start_with_points_are_the_searchers_first_suggestions(tmp_path):
@@ -86,7 +86,7 @@ def test_start_with_points_are_the_searchers_first_suggestions(tmp_path):
     path = tmp_path / "space.yaml"
     path.write_text(SPACE.replace("start_with:\n", "start_with:\n  - {model.name: bafenet, model.p: 0.75}\n")
                     .replace("num_samples: 2", "num_samples: 4"))
-    space = loader.load(str(path))
+    space = space_loader.load(str(path))
     searcher = make_searcher(space)  # Ray's OptunaSearch itself, asked without a running Tune
     got = [searcher.suggest(f"t{i}") for i in range(4)]
     assert got[0]["model.name"] == "bafenet" and got[0]["model.p"] == 0.75  # optim.lr left out: sampled

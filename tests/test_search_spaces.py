@@ -11,7 +11,7 @@ import optuna
 import pytest
 
 from irstdlab.harness.errors import ConfigError
-from irstdlab.search_spaces import loader
+from irstdlab.harness import space_loader
 
 GOOD = """\
 name: tiny
@@ -29,14 +29,14 @@ sampler: optuna
 """
 
 
-def parse(text: str) -> loader.SearchSpace:
-    return loader.parse(textwrap.dedent(text), "space.yaml", None, "tiny")
+def parse(text: str) -> space_loader.SearchSpace:
+    return space_loader.parse(textwrap.dedent(text), "space.yaml", None, "tiny")
 
 
 def test_shipped_spaces_load_and_validate():
-    names = loader.builtin_names()
+    names = space_loader.builtin_names()
     assert {"quickstart", "bafe_ablation", "paper_grid", "detectors"} <= set(names)
-    spaces = {n: loader.load(n) for n in names}
+    spaces = {n: space_loader.load(n) for n in names}
     quick = spaces["quickstart"]
     assert quick.sampler == "optuna" and quick.num_trials() >= 6
     assert {p.path for p in quick.parameters} >= {"model.name", "model.p", "model.selection"}
@@ -50,7 +50,7 @@ def test_shipped_spaces_load_and_validate():
     # every registered detector, three seeds each, each a valid trial config on the shared base
     from irstdlab.models import list_models
 
-    from irstdlab.search_spaces.stage_spaces import group_values, tune_space
+    from irstdlab.harness.stage_spaces import group_values, tune_space
 
     detectors = spaces["detectors"]  # staged: each detector tuned on its own, then its best x 3 seeds
     assert sorted(group_values(detectors)) == list_models() and detectors.stages.confirm.seeds == 3

@@ -14,8 +14,8 @@ from irstdlab.harness.cli import main
 from irstdlab.harness.errors import ConfigError
 from irstdlab.harness.stages import finished_trials, select_best, stage_rows
 from irstdlab.leaderboards import compare
-from irstdlab.search_spaces import loader
-from irstdlab.search_spaces.stage_spaces import confirm_space, group_values, tune_space
+from irstdlab.harness import space_loader
+from irstdlab.harness.stage_spaces import confirm_space, group_values, tune_space
 
 SPACE = textwrap.dedent("""\
     name: staged
@@ -40,7 +40,7 @@ SPACE = textwrap.dedent("""\
 
 
 def parse(text: str = SPACE):
-    return loader.parse(text, "space.yaml")
+    return space_loader.parse(text, "space.yaml")
 
 
 def test_stage_spaces_per_group_and_confirm():

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from irstdlab.harness.errors import ConfigError
-from irstdlab.search_spaces.space import SearchSpace
+from irstdlab.harness.search_space import SearchSpace
 
 BASE_KEYS = ("base", "preset", "config")
 
@@ -80,7 +80,7 @@ def tune_raw(space: SearchSpace, group: Any) -> dict[str, Any]:
 
 def tune_space(space: SearchSpace, group: Any) -> SearchSpace:
     """The validated stage-1 space of one group; its rows record ``stage = tune``."""
-    from irstdlab.search_spaces.loader import parse
+    from irstdlab.harness.space_loader import parse
 
     raw = tune_raw(space, group)
     label = f"{space.source} [stage tune, {space.stages.tune.group_by}={group}]"  # type: ignore[union-attr]
@@ -90,7 +90,7 @@ def tune_space(space: SearchSpace, group: Any) -> SearchSpace:
 
 def confirm_space(space: SearchSpace, points: list[dict[str, Any]]) -> SearchSpace:
     """The stage-2 space: exactly ``points`` x the confirm seeds at the full budget."""
-    from irstdlab.search_spaces.loader import parse
+    from irstdlab.harness.space_loader import parse
 
     assert space.stages is not None
     confirm = space.stages.confirm

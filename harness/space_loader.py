@@ -18,7 +18,7 @@ A space file reads like the space (see ``quickstart.yaml``)::
       - {model.name: bafenet, model.p: 0.5, optim.lr: 1.0e-3}   # left-out parameters are sampled
     stages:                          # optional: tune each group, then confirm its best over seeds
       tune: {group_by: model.name, budget: {num_samples: 4, max_epochs: 2}}
-      confirm: {seeds: 3}            # at budget.max_epochs (search_spaces/stage_spaces.py)
+      confirm: {seeds: 3}            # at budget.max_epochs (harness/stage_spaces.py)
 
 Everything is checked against the ``TrialConfig`` tree (``configtree.field_paths``) when the
 file is loaded: an unknown path, a value the config rejects, an empty choice, a bad range or a
@@ -45,15 +45,15 @@ import yaml
 
 from irstdlab.harness import configtree, yamlfile
 from irstdlab.harness.errors import ConfigError
-from irstdlab.search_spaces.sections import budget as _budget
-from irstdlab.search_spaces.sections import check_objectives_reported
-from irstdlab.search_spaces.sections import finite_number as _finite_number
-from irstdlab.search_spaces.sections import objectives as _objectives
-from irstdlab.search_spaces.sections import positive_int as _positive_int
-from irstdlab.search_spaces.sections import short as _short
-from irstdlab.search_spaces.sections import stages as _stages
-from irstdlab.search_spaces.sections import start_with as _start_with
-from irstdlab.search_spaces.space import (  # noqa: F401  (re-exported: the loader's public names)
+from irstdlab.harness.space_sections import budget as _budget
+from irstdlab.harness.space_sections import check_objectives_reported
+from irstdlab.harness.space_sections import finite_number as _finite_number
+from irstdlab.harness.space_sections import objectives as _objectives
+from irstdlab.harness.space_sections import positive_int as _positive_int
+from irstdlab.harness.space_sections import short as _short
+from irstdlab.harness.space_sections import stages as _stages
+from irstdlab.harness.space_sections import start_with as _start_with
+from irstdlab.harness.search_space import (  # noqa: F401  (re-exported: the loader's public names)
     SEED_INDEX_KEY,
     Budget,
     DefineByRun,
@@ -67,8 +67,8 @@ DISTRIBUTIONS = ("choice", "uniform", "loguniform", "int")
 SAMPLERS = ("optuna", "random", "grid")
 TOP_KEYS = ("name", "description", "base", "preset", "config", "overrides", "parameters", "objective",
             "budget", "seeds", "sampler", "searcher_seed", "reproduce",  # reproduce: harness/reproduce.py
-            "stages",  # tune -> confirm: search_spaces/stage_spaces.py, harness/stages.py
-            "start_with")  # configurations proposed first (search_spaces/sections.py start_with)
+            "stages",  # tune -> confirm: harness/stage_spaces.py, harness/stages.py
+            "start_with")  # configurations proposed first (harness/space_sections.py start_with)
 
 
 # ----------------------------------------------------------------------------------------- loading
@@ -190,7 +190,7 @@ def parse(text: str, label: str = "<space>", folder: Path | None = None, default
         except ConfigError as exc:
             raise err(f"parameters/{str(exc).split(':')[0]}", str(exc).split(": ", 1)[1]) from None
     if "stages" in raw:
-        from irstdlab.search_spaces import stage_spaces
+        from irstdlab.harness import stage_spaces
 
         space = SearchSpace(**{**space.__dict__, "stages": _stages(raw["stages"], budget, seeds, err)})
         stage_spaces.check(space, err)

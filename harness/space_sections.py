@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from irstdlab.harness import configtree, trial_metrics
 from irstdlab.harness.errors import ConfigError
-from irstdlab.search_spaces.space import Budget, ConfirmStage, Objective, Parameter, SearchSpace, Stages, TuneStage
+from irstdlab.harness.search_space import Budget, ConfirmStage, Objective, Parameter, SearchSpace, Stages, TuneStage
 
 BUDGET_KEYS = ("num_samples", "max_epochs", "grace_period", "reduction_factor", "tie_tolerance", "min_compared",
                "stop_within")
@@ -96,7 +96,7 @@ def stages(raw: Any, top_budget: Budget, top_seeds: int, err: ErrorBuilder) -> S
 
     The shape and numbers are checked here; that ``group_by`` names a choice parameter, and that every
     ``per_group`` entry and stage-1 override is a valid config value, is checked by the loader, which
-    derives each group's space (``search_spaces/stage_spaces.py``)."""
+    derives each group's space (``harness/stage_spaces.py``)."""
     if not isinstance(raw, dict) or set(raw) != {"tune", "confirm"}:
         raise err("stages", "expected a mapping with exactly the stages tune and confirm")
     tune, confirm = raw["tune"], raw["confirm"] if raw["confirm"] is not None else {}
