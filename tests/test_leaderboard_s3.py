@@ -94,11 +94,16 @@ def s3_server_with_auth(tmp_path):
         proc.wait(10)
 
 
-def test_bad_credentials_are_one_line(s3_server_with_auth, monkeypatch):
+@pytest.fixture()
+def wrong_credentials(s3_server_with_auth, monkeypatch):
+    """The environment pointing at the auth-checking server with a key it does not know."""
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server_with_auth)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAWRONGWRONGWRONG1")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
     monkeypatch.setenv("AWS_REGION", "us-east-1")
+
+
+def test_bad_credentials_are_one_line(wrong_credentials):
     t0 = time.monotonic()
     with pytest.raises(su.StorageError) as err:
         su.check_reachable(su.resolve("s3://some-bucket/lb"))
@@ -285,11 +290,7 @@ def test_cli_unreachable_endpoint(s3_bucket, monkeypatch):
     _one_line_exit_2(proc, f"{s3_bucket}/lb", "endpoint unreachable")
 
 
-def test_cli_bad_credentials(s3_server_with_auth, monkeypatch):
-    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server_with_auth)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAWRONGWRONGWRONG1")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
-    monkeypatch.setenv("AWS_REGION", "us-east-1")
+def test_cli_bad_credentials(wrong_credentials):
     t0 = time.monotonic()
     proc = _cli("leaderboard", "validate", "s3://some-bucket/lb")
     assert time.monotonic() - t0 < 30

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from test_search_resume import Driver  # noqa: E402  (same folder; pytest puts it on sys.path)
+from search_driver import Driver  # noqa: E402  (same folder; pytest puts it on sys.path)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from test_search_cluster import SPACE  # noqa: E402  (same folder; pytest puts it on sys.path)
-from test_search_resume import Driver  # noqa: E402
+from search_driver import Driver  # noqa: E402
 from test_search_s3 import _no_parquet, s3_objects, s3_rows  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]

@@ -15,7 +15,7 @@ import pytest
 
 from irstdlab.harness.errors import ConfigError
 from irstdlab.harness import space_loader
-from test_search_resume import Driver  # the kill-and-resume driver (tests/ is on sys.path)
+from search_driver import Driver  # the kill-and-resume driver (tests/ is on sys.path)
 
 SPACE = """\
 name: ext

@@ -7,22 +7,17 @@ import os
 # Keep every Ray process of these tests on loopback (read when Ray is imported).
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-import queue
-import re
 import signal
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import pyarrow.fs as pafs
 import pytest
 
 from irstdlab.harness.asha import PersistentASHA
+from search_driver import LINE, Driver, wait_for_snapshot  # tests/ is on sys.path under pytest
 
 TINY = ["--set", "data.synthetic_images=[48,8,8]", "--num-cpus", "2"]
-LINE = re.compile(r"^(\w+)\s+(\d+)/(\d+)\s+(\S+)\s+(\w+)")  # trial, epoch/max, metric, status
 
 
 # ---------------------------------------------------------------------------------- ASHA state
@@ -52,50 +47,6 @@ def test_asha_rungs_survive_a_restart(tmp_path):
 
 
 # ---------------------------------------------------------------------------------- kill and resume
-class Driver:
-    """`irstdlab search` in its own process group, stdout lines collected by a thread."""
-
-    def __init__(self, args: list[str], cwd: Path) -> None:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen([sys.executable, "-m", "irstdlab.harness.cli", "search", *args], cwd=cwd,
-                                     env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     start_new_session=True)
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.text: list[str] = []
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        for line in self.proc.stdout:
-            self.text.append(line)
-            self.lines.put(line)
-
-    def wait_for(self, predicate, timeout: float) -> re.Match:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=1)
-            except queue.Empty:
-                if self.proc.poll() is not None:
-                    break
-                continue
-            match = LINE.match(line)
-            if match and predicate(match):
-                return match
-        raise AssertionError("driver never reached the expected point:\n" + "".join(self.text[-60:]))
-
-    def finish(self, timeout: float) -> int:
-        try:
-            return self.proc.wait(timeout=timeout)
-        finally:
-            self.kill_group()
-
-    def kill_group(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
 def _rows(storage: Path):
     import warnings
 
@@ -126,7 +77,7 @@ def test_kill_and_resume(tmp_path, sig):
         done = first.wait_for(lambda m: m.group(5) == "completed", 400).group(1)
         victim = first.wait_for(lambda m: m.group(1) != done and m.group(2) == "2" and m.group(5) == "running",
                                 300).group(1)
-        time.sleep(1.5)  # let Tune snapshot the experiment after that checkpoint (it does every 2nd)
+        wait_for_snapshot(pafs.LocalFileSystem(), str(storage / "kr"), victim, "checkpoint_000001")
         if sig == signal.SIGKILL:
             os.killpg(first.proc.pid, signal.SIGKILL)  # the driver and every Ray process it started
             first.proc.wait(timeout=60)

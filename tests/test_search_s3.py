@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from test_search_resume import Driver  # noqa: E402  (same folder; pytest puts it on sys.path)
+from search_driver import Driver, wait_for_snapshot  # noqa: E402  (tests/ is on sys.path under pytest)
 
 TINY = ["--set", "data.synthetic_images=[16,8,8]", "--num-cpus", "2"]
 
@@ -28,7 +28,7 @@ def s3_objects(bucket_uri: str, prefix: str) -> list[str]:
     """Object keys under ``prefix``, listed with plain pyarrow (no irstdlab code)."""
     import pyarrow.fs as pafs
 
-    fs = pafs.S3FileSystem(endpoint_override=os.environ["AWS_ENDPOINT_URL"], region="us-east-1")
+    fs = _s3_fs()
     bucket = bucket_uri.removeprefix("s3://")
     infos = fs.get_file_info(pafs.FileSelector(f"{bucket}/{prefix}", recursive=True, allow_not_found=True))
     return sorted(i.path.removeprefix(f"{bucket}/") for i in infos if i.type == pafs.FileType.File)
@@ -37,11 +37,9 @@ def s3_objects(bucket_uri: str, prefix: str) -> list[str]:
 def s3_rows(bucket_uri: str, prefix: str):
     """The leaderboard read with plain ``pyarrow.dataset`` over S3 (hive partitions), as a user would."""
     import pyarrow.dataset as ds
-    import pyarrow.fs as pafs
 
-    fs = pafs.S3FileSystem(endpoint_override=os.environ["AWS_ENDPOINT_URL"], region="us-east-1")
     root = f"{bucket_uri.removeprefix('s3://')}/{prefix}/leaderboard"
-    return ds.dataset(root, filesystem=fs, format="parquet", partitioning="hive").to_table().to_pandas()
+    return ds.dataset(root, filesystem=_s3_fs(), format="parquet", partitioning="hive").to_table().to_pandas()
 
 
 def _no_parquet(*folders: Path) -> None:
@@ -63,10 +61,8 @@ def test_s3_search_survives_sigkill_and_a_wiped_work_folder(tmp_path, s3_bucket,
         done = first.wait_for(lambda m: m.group(5) == "completed", 300).group(1)
         victim = first.wait_for(lambda m: m.group(1) != done and m.group(2) == "2" and m.group(5) == "running",
                                 300).group(1)
-        # Tune snapshots the experiment at most every ~10 s, but always after a trial's num_to_keep-th (2nd)
-        # checkpoint, and uploads it in the background: kill only once S3 holds a snapshot with the victim's
-        # 2nd checkpoint, so the test does not depend on how fast this machine uploads.
-        _wait_for_snapshot(s3_bucket, "runs/s3kr", victim, "checkpoint_000001", timeout=60)
+        # kill only once S3 holds a snapshot with the victim's 2nd checkpoint (uploaded in the background)
+        wait_for_snapshot(_s3_fs(), f"{s3_bucket.removeprefix('s3://')}/runs/s3kr", victim, "checkpoint_000001")
         os.killpg(first.proc.pid, signal.SIGKILL)  # the driver and every Ray process it started
         first.proc.wait(timeout=60)
     finally:
@@ -114,32 +110,21 @@ def test_s3_search_survives_sigkill_and_a_wiped_work_folder(tmp_path, s3_bucket,
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
 
 
-def _wait_for_snapshot(bucket_uri: str, prefix: str, trial_id: str, checkpoint: str, timeout: float) -> None:
-    """Poll S3 until one of Tune's experiment snapshots under ``prefix`` names ``checkpoint`` of ``trial_id``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for key in s3_objects(bucket_uri, prefix):
-            if key.rsplit("/", 1)[-1].startswith("experiment_state-"):
-                text = _read_s3(bucket_uri, key).decode(errors="replace")
-                # the checkpoint manager is stored as hex-encoded cloudpickle inside the JSON
-                if trial_id in text and (checkpoint in text or checkpoint.encode().hex() in text):
-                    return
-        time.sleep(0.5)
-    raise AssertionError(f"no experiment snapshot on S3 names {checkpoint} of trial {trial_id}")
+def _s3_fs():
+    import pyarrow.fs as pafs
+
+    return pafs.S3FileSystem(endpoint_override=os.environ["AWS_ENDPOINT_URL"], region="us-east-1")
 
 
 def _read_s3(bucket_uri: str, key: str) -> bytes:
-    import pyarrow.fs as pafs
-
-    fs = pafs.S3FileSystem(endpoint_override=os.environ["AWS_ENDPOINT_URL"], region="us-east-1")
-    with fs.open_input_stream(f"{bucket_uri.removeprefix('s3://')}/{key}") as fh:
+    with _s3_fs().open_input_stream(f"{bucket_uri.removeprefix('s3://')}/{key}") as fh:
         return fh.read()
 
 
-def _cli(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, str, str, float]:
+def _cli(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 120) -> tuple[int, str, str, float]:
     start = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "irstdlab.harness.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=timeout)
     return proc.returncode, proc.stdout, proc.stderr, time.monotonic() - start
 
 
@@ -182,7 +167,7 @@ def test_train_on_s3_keeps_its_run_in_the_bucket(tmp_path, s3_bucket):
     storage = f"{s3_bucket}/tr"
     args = ["train", "quickstart", "--storage", storage, "--name", "t1", "--set", "schedule.epochs=1",
             "--set", "data.synthetic_images=[16,8,8]", "--num-cpus", "2", "--json"]
-    rc, out, err, _ = _cli(args, tmp_path, env)
+    rc, out, err, _ = _cli(args, tmp_path, env, timeout=240)  # Ray's start and a training epoch on a busy machine
     assert rc == 0, err[-3000:]
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["checkpoint"] == f"{storage}/t1/epoch_0001" and summary["run_dir"] == f"{storage}/t1"

@@ -5,17 +5,14 @@ two stage-1 groups (the finished group is not rerun)."""
 from __future__ import annotations
 
 import json
-import os
-import queue
-import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import warnings
 from pathlib import Path
 
 import pytest
+from search_driver import Driver  # tests/ is on sys.path under pytest
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -42,39 +39,6 @@ SPACE = textwrap.dedent("""\
     """)
 
 
-class Driver:
-    """`irstdlab search` in its own process group; stdout lines collected by a thread."""
-
-    def __init__(self, args: list[str], cwd: Path) -> None:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen([sys.executable, "-m", "irstdlab.harness.cli", "search", *args], cwd=cwd,
-                                     env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     start_new_session=True)
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.text: list[str] = []
-        threading.Thread(target=lambda: [self.lines.put(ln) for ln in self.proc.stdout], daemon=True).start()
-
-    def wait_for(self, needle: str, timeout: float) -> None:
-        while True:
-            line = self.lines.get(timeout=timeout)
-            self.text.append(line)
-            if needle in line:
-                return
-
-    def finish(self, timeout: float) -> int:
-        code = self.proc.wait(timeout=timeout)
-        while not self.lines.empty():
-            self.text.append(self.lines.get())
-        return code
-
-    def kill_group(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(timeout=60)
-
-
 def _rows(storage: Path):
     from irstdlab.leaderboards import open as open_leaderboard
 
@@ -89,7 +53,7 @@ def test_staged_search_stages_choice_seeds_report_and_resume(tmp_path):
     args = ["tiny.yaml", "--storage", str(storage), "--num-cpus", "2"]
     first = Driver(args, tmp_path)
     try:  # killed (driver and every Ray process) once fcos's stage 1 is recorded as finished
-        first.wait_for("starting tune-ssd", 400)
+        first.wait_for_text("starting tune-ssd", 400)
     finally:
         first.kill_group()
     state = json.loads((storage / "tiny" / "irstdlab-stages.json").read_text())
