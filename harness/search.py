@@ -34,8 +34,8 @@ from irstdlab.harness.errors import ConfigError
 from irstdlab.harness import search_storage
 from irstdlab.harness.paths import ensure_writable_dir, validate_name
 from irstdlab.harness.search_storage import SearchStorage, open_storage
-from irstdlab.harness.search_state import (cannot_resume, check_asha_state, check_journal, read_search_state,
-                                           refuse_plan_changes_on_resume, stored_space_error)
+from irstdlab.harness.search_state import (cannot_resume, check_asha_state, check_journal, has_tune_snapshot,
+                                           read_search_state, refuse_plan_changes_on_resume, stored_space_error)
 from irstdlab.harness.search_trainable import SearchContext, TrialResources
 from irstdlab.harness.search_tuner import build_tuner, start_ray, trainable
 from irstdlab.leaderboards import storage_uri
@@ -298,7 +298,7 @@ def _restore_tuner(where: SearchStorage, space: SearchSpace, opts: SearchOptions
     from ray import tune
 
     path, filesystem = where.tune_search_path()
-    if not tune.Tuner.can_restore(path, storage_filesystem=filesystem):
+    if not has_tune_snapshot(path, filesystem):
         raise ConfigError(f"{where.shown()}: Tune has no saved state for this search yet "
                           f"(it was stopped before its first snapshot); start it again under a new --name")
     ctx = SearchContext(search=where.name, space=space, storage=where.root_ref, resources=opts.resources)

@@ -10,6 +10,7 @@ that must not surface as a ``KeyError`` from deep inside Ray. Every problem is a
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 from collections.abc import Sequence
@@ -25,6 +26,23 @@ SEARCH_STATE_KEYS: dict[str, tuple[type, ...]] = {
     "resources": (dict,), "scheduler": (str,), "max_concurrent": (int, _NONE),
 }
 SCHEDULERS = ("asha", "none")
+
+
+def has_tune_snapshot(path: str, filesystem: Any = None) -> bool:
+    """True when Tune can resume the experiment at ``path``: its ``tuner.pkl`` *and* an experiment
+    snapshot (``experiment_state-*.json``). Tune writes ``tuner.pkl`` when ``fit`` starts and the
+    first snapshot at its first step, so a driver killed in between leaves a folder that
+    ``Tuner.can_restore`` accepts but whose ``fit`` fails; no trial can have run in it."""
+    import pyarrow.fs as pafs
+    from ray import tune
+
+    if filesystem is None and "://" not in path:
+        path = os.path.abspath(path)  # Tune reads a plain path as a URI only when it is absolute
+    if not tune.Tuner.can_restore(path, storage_filesystem=filesystem):
+        return False
+    fs, root = (filesystem, path) if filesystem is not None else pafs.FileSystem.from_uri(path)
+    infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+    return any(i.base_name.startswith("experiment_state-") and i.base_name.endswith(".json") for i in infos)
 
 
 def cannot_resume(path: Path | str, problem: str) -> ConfigError:

@@ -176,12 +176,13 @@ def _fit(space: SearchSpace, opts: Any, name: str, storage: str, experiment: str
     """One stage experiment: restored from Tune's snapshot when it has one, else started."""
     from ray import tune
 
-    from irstdlab.harness.search_state import cannot_resume
+    from irstdlab.harness.search_state import cannot_resume, has_tune_snapshot
     from irstdlab.harness.search_trainable import SearchContext
     from irstdlab.harness.search_tuner import build_tuner, trainable
 
     path = Path(storage) / name / experiment
-    if path.is_dir() and tune.Tuner.can_restore(str(path)):
+    # a stage killed before Tune's first snapshot ran no trial: it starts again
+    if path.is_dir() and has_tune_snapshot(str(path)):
         ctx = SearchContext(search=name, space=space, storage=storage, resources=opts.resources)
         try:
             tuner = tune.Tuner.restore(str(path), trainable=trainable(ctx), resume_unfinished=True,

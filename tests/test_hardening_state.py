@@ -323,6 +323,25 @@ def test_resume_with_a_broken_tune_snapshot_is_one_error_line(stored_search, tmp
     assert {p.name: digest(p) for p in search_dir.iterdir()} == before
 
 
+def test_resume_before_tunes_first_snapshot_is_one_error_line(stored_search, tmp_path, monkeypatch):
+    """A driver killed after Tune wrote tuner.pkl but before its first experiment snapshot: Tune's own
+    can_restore says yes, its fit would fail; the resume says why in one line instead."""
+    import pickle
+
+    from irstdlab.harness.search_state import has_tune_snapshot
+
+    storage, search_dir = stored_search
+    (search_dir / "tuner.pkl").write_bytes(pickle.dumps({"written": "by fit before its first step"}))
+    assert not has_tune_snapshot(str(search_dir))
+    before = {p.name: digest(p) for p in search_dir.iterdir()}
+    refused(cli("search", "--resume", "--name", "s", "--storage", str(storage), "--num-cpus", "1", cwd=tmp_path),
+            str(search_dir), "stopped before its first snapshot", "new --name", after_progress=True)
+    assert {p.name: digest(p) for p in search_dir.iterdir()} == before
+    (search_dir / "experiment_state-2026-01-01_00-00-00.json").write_text("{}")
+    monkeypatch.chdir(storage)
+    assert has_tune_snapshot(str(search_dir)) and has_tune_snapshot(search_dir.name)  # absolute or relative
+
+
 def test_yaml_alias_bombs_are_refused_before_expanding(tmp_path):
     nested = "[&a0 [1, 1, 1, 1, 1, 1, 1, 1, 1]" + "".join(
         f", &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)) + "]"
