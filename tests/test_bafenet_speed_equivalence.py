@@ -1,36 +1,41 @@
 """BAFE-Net's speed work changed no number: losses, gradients, head outputs and detections of the
-released head (paper_bafenet_r18 geometry, LSK module on) and of the quickstart variant match what
-the code computed before the optimisation (tests/data/bafenet_speed_reference.pt).
+released head (paper_bafenet_r18 geometry, LSK module on) and of the quickstart variant, computed by
+the fast code, match those of the plain formulation computed in the same process.
 
-The reference file holds fingerprints, not whole tensors (it must stay small): per tensor its
-float64 sum, sum of absolute values and sum of squares, plus a fixed strided sample of elements.
-Comparisons are tight (relative 1e-5 of the tensor's scale) rather than bitwise because the
-LSK attention now runs channels-last (depth-wise convs, the dilated one over its phase grids, 1x1
-convs as matrix products) and adds the same products in another order; measured, the largest
-deviation is 5e-6 of a tensor's rms (the LSK module's gradients), losses and detections agree; the
-channel
-selection (a discrete top-K) must pick exactly the same channels, which the sampled
-values would expose at once (a swapped channel moves values by their whole size).
+The plain formulation (``plain_formulation`` below) is the code as it was before the speed work,
+written as standard NCHW modules: the LSK attention as in zcablii/LSKNet
+(mmrotate/models/backbones/lsknet.py, LSKblock) with the dilated depth-wise conv applied directly,
+the LSK module and the channel scorer called once per task, channels picked and put back by
+gather/scatter, the adapter as nn.Linear over channels-last pixels. It is swapped in for the fast
+methods on the same model with the same weights, so both runs share the CPU, its kernels and the
+thread count. (An earlier version compared against tensors stored on another machine; CI's CPU
+sums fp32 convolutions in another order, which moved untrained scores by 2e-5 relative and swapped
+near-tied detections.)
 
-Regenerate only from code whose outputs are known right (e.g. the commit before a speed change):
-
-    python tests/test_bafenet_speed_equivalence.py --write
+Every element is compared, to 1e-4 of its tensor's rms, rather than bitwise because the fast path
+adds the same products in another order; measured, the largest deviation is 2.2e-5 of the rms (the
+LSK module's gradients; the quickstart variant, without the module, within 1e-6) and detections are
+bitwise equal. The channel selection (a discrete top-K) must pick the same channels: a swapped
+channel would move the values by their whole size. Two things are compared for what they are:
+conv biases in front of a normalisation (the head's train-mode BatchNorms) have an exact gradient
+of zero (the norm removes any constant), so both paths must give ~0 there rather than equal
+rounding noise; and detections whose scores tie to 1e-4 may trade places (at the max_per_img cut or
+in NMS), so detections are matched as sets with only such near-ties left unpaired.
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from irstdlab.harness.config import load_config
-from irstdlab.models import build
+from irstdlab.models import build, exchange
 
-REFERENCE = Path(__file__).resolve().parent / "data" / "bafenet_speed_reference.pt"
 SAMPLES = 12  # sampled elements per tensor
 # score_thr 0 so that an untrained head still returns detections to compare
 EVAL_OVERRIDES = {"score_thr": 0.0, "max_per_img": 20}
@@ -65,87 +70,129 @@ def _batch(size: int) -> tuple[Tensor, list[dict[str, Tensor]]]:
     return images, targets
 
 
-def fingerprint(t: Tensor) -> Tensor:
-    """[numel, sum, sum |x|, sum x^2, SAMPLES evenly strided elements] in float64."""
-    flat = t.detach().reshape(-1).double()
-    idx = torch.linspace(0, flat.numel() - 1, min(SAMPLES, flat.numel())).round().long()
-    stats = torch.stack([torch.tensor(float(flat.numel()), dtype=torch.float64), flat.sum(), flat.abs().sum(),
-                         flat.square().sum()])
-    return torch.cat([stats, flat[idx]])
+@contextmanager
+def plain_formulation() -> Iterator[None]:
+    """Swap the plain (pre-speed-work) formulation in for the fast methods, on every instance."""
+    def attend(self: exchange._LSKAttention, x: Tensor) -> Tensor:
+        a1 = self.conv0(x)
+        a2 = self.conv_spatial(a1)  # the dilated conv itself, not over phase grids
+        p1, p2 = self.conv1(a1), self.conv2(a2)
+        both = torch.cat([p1, p2], dim=1)
+        agg = torch.cat([both.mean(dim=1, keepdim=True), both.amax(dim=1, keepdim=True)], dim=1)
+        s = self.conv_squeeze(agg).sigmoid()
+        return self.conv(p1 * s[:, 0:1] + p2 * s[:, 1:2])
+
+    def lsk_module(self: exchange.LSKModule, x1: Tensor, x2: Tensor) -> tuple[Tensor, Tensor]:
+        return self.attend(x1), self.attend(x2)
+
+    def select_pair(self: exchange.ChannelSelector, x1: Tensor, x2: Tensor) -> Any:
+        return self(x1), self(x2)
+
+    def pick(x: Tensor, index: Tensor) -> Tensor:
+        return x.gather(1, index[:, :, None, None].expand(-1, -1, *x.shape[2:]))
+
+    def put(x: Tensor, index: Tensor, src: Tensor) -> Tensor:
+        return x.scatter(1, index[:, :, None, None].expand(-1, -1, *x.shape[2:]), src)
+
+    def adapter(self: exchange.Adapter, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x.permute(0, 2, 3, 1)))).permute(0, 3, 1, 2)
+
+    swaps = [(exchange._LSKAttention, "attend", attend), (exchange.LSKModule, "forward", lsk_module),
+             (exchange.ChannelSelector, "select_pair", select_pair), (exchange, "pick_channels", pick),
+             (exchange, "put_channels", put), (exchange.Adapter, "forward", adapter)]
+    saved = [(owner, name, getattr(owner, name)) for owner, name, _ in swaps]
+    try:
+        for owner, name, plain in swaps:
+            setattr(owner, name, plain)
+        yield
+    finally:
+        for owner, name, fast in saved:
+            setattr(owner, name, fast)
 
 
-def compute(variant: str) -> dict[str, Tensor]:
-    """One train-mode forward + backward and one eval-mode forward, fingerprinted."""
-    torch.manual_seed(0)
-    model = build(_model_config(variant))
+def compute(model: nn.Module, variant: str) -> dict[str, Tensor]:
+    """One train-mode forward + backward and one eval-mode forward of ``model``."""
     images, targets = _batch(VARIANTS[variant]["size"])
     out: dict[str, Tensor] = {}
+    model.zero_grad(set_to_none=True)
     model.train()
     losses = model(images, targets)
     for name, value in losses.items():
-        out[f"loss/{name}"] = value.detach().double().reshape(1)
+        out[f"loss/{name}"] = value.detach().reshape(1)
     sum(losses.values()).backward()
     for name, p in model.named_parameters():
         if p.grad is not None:
-            out[f"grad/{name}"] = fingerprint(p.grad)
+            out[f"grad/{name}"] = p.grad.clone()
     model.eval()
     with torch.no_grad():
-        raw = model.forward_raw(images)
-        for key, maps in raw.items():
+        for key, maps in model.forward_raw(images).items():
             for level, m in enumerate(maps):
-                out[f"eval/{key}/{level}"] = fingerprint(m)
+                out[f"eval/{key}/{level}"] = m
         for b, det in enumerate(model(images)):
-            out[f"det/{b}"] = torch.cat([det["boxes"], det["scores"][:, None]], dim=1).double()
+            out[f"det/{b}"] = torch.cat([det["boxes"], det["scores"][:, None]], dim=1)
     return out
 
 
-def pack(values: dict[str, Tensor]) -> dict[str, Any]:
-    """One flat tensor per variant: a zip entry per small tensor would triple the file."""
-    names = sorted(values)
-    return {"names": names, "shapes": [list(values[n].shape) for n in names],
-            "flat": torch.cat([values[n].reshape(-1) for n in names])}
+def _rms(t: Tensor) -> float:
+    return float(t.double().square().mean().sqrt())
 
 
-def unpack(packed: dict[str, Any]) -> dict[str, Tensor]:
-    out, start = {}, 0
-    for name, shape in zip(packed["names"], packed["shapes"]):
-        n = int(torch.tensor(shape).prod())
-        out[name] = packed["flat"][start:start + n].reshape(shape)
-        start += n
-    return out
+def _gradient_free_biases(model: nn.Module) -> set[str]:
+    """Biases of convs whose output goes straight into a GroupNorm or a train-mode BatchNorm:
+    their exact gradient is 0."""
+    names: set[str] = set()
+    for prefix, module in model.named_modules():
+        children = list(module.named_children())
+        for (name, first), (_, second) in zip(children, children[1:]):
+            if isinstance(first, nn.Conv2d) and first.bias is not None and isinstance(second, (nn.GroupNorm, nn.BatchNorm2d)):
+                names.add(f"grad/{prefix}.{name}.bias" if prefix else f"grad/{name}.bias")
+    return names
 
 
-def _assert_matches(name: str, got: Tensor, ref: Tensor) -> None:
-    assert got.shape == ref.shape, f"{name}: shape {tuple(got.shape)} != {tuple(ref.shape)}"
-    if name.startswith(("loss/", "det/")):
-        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6, msg=lambda m: f"{name}: {m}")
-        return
-    assert got[0] == ref[0], f"{name}: {int(got[0])} elements, reference {int(ref[0])}"
-    torch.testing.assert_close(got[2:4], ref[2:4], rtol=1e-5, atol=0.0, msg=lambda m: f"{name} (norms): {m}")
-    # a sum can cancel to ~0, so its tolerance scales with the sum of |x|; samples with the rms
-    assert abs(float(got[1] - ref[1])) <= 1e-5 * float(ref[2]), f"{name}: sum {float(got[1])} != {float(ref[1])}"
-    rms = (float(ref[3]) / float(ref[0])) ** 0.5
-    torch.testing.assert_close(got[4:], ref[4:], rtol=1e-5, atol=1e-5 * rms, msg=lambda m: f"{name} (samples): {m}")
+def _assert_same_detections(name: str, fast: Tensor, plain: Tensor) -> None:
+    """Equal as sets of (box, score) to 1e-5; an unpaired detection must tie (1e-4) with one
+    unpaired on the other side: the two traded places at the max_per_img cut or in NMS."""
+    assert fast.shape == plain.shape, f"{name}: {fast.shape[0]} detections, plain {plain.shape[0]}"
+    close = ((fast[:, None, :4] - plain[None, :, :4]).abs().amax(-1) <= 1e-3) & (
+        (fast[:, None, 4] - plain[None, :, 4]).abs() <= 1e-5 * plain[None, :, 4].abs() + 1e-8)
+    unpaired_fast = [i for i in range(len(fast)) if not close[i].any()]
+    unpaired_plain = [j for j in range(len(plain)) if not close[:, j].any()]
+    assert len(unpaired_fast) <= len(fast) // 4, f"{name}: {len(unpaired_fast)} of {len(fast)} detections differ"
+    for i, j in zip(sorted(unpaired_fast, key=lambda i: float(fast[i, 4])),
+                    sorted(unpaired_plain, key=lambda j: float(plain[j, 4]))):
+        torch.testing.assert_close(fast[i, 4], plain[j, 4], rtol=1e-4, atol=0.0,
+                                   msg=lambda m: f"{name}: an unpaired detection is no near-tie: {m}")
+
+
+def _assert_matches(name: str, fast: Tensor, plain: Tensor, zero_gradient: bool) -> None:
+    assert fast.shape == plain.shape, f"{name}: shape {tuple(fast.shape)} != {tuple(plain.shape)}"
+    if name.startswith("det/"):
+        _assert_same_detections(name, fast, plain)
+    elif zero_gradient:
+        pass  # checked against the other gradients by the caller
+    else:
+        torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-4 * _rms(plain),
+                                   msg=lambda m: f"{name}: {m}")
 
 
 @pytest.mark.usefixtures("one_torch_thread")
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_outputs_match_the_reference(variant):
-    if not REFERENCE.is_file():
-        pytest.fail(f"{REFERENCE} missing: generate it from known-good code with --write")
-    reference = unpack(torch.load(REFERENCE, weights_only=True)[variant])
-    got = compute(variant)
-    assert set(got) == set(reference), sorted(set(got) ^ set(reference))
-    assert any(k.startswith("grad/head.exchange") for k in got), "the exchange gets gradients"
-    assert all(reference[f"det/{b}"].shape[0] > 0 for b in (0, 1)), "detections to compare"
-    for name in sorted(reference):
-        _assert_matches(name, got[name], reference[name])
-
-
-if __name__ == "__main__":
-    if sys.argv[1:] != ["--write"]:
-        raise SystemExit(__doc__)
-    torch.set_num_threads(1)
-    REFERENCE.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({v: pack(compute(v)) for v in VARIANTS}, REFERENCE)
-    print(f"wrote {REFERENCE} ({REFERENCE.stat().st_size} bytes)")
+def test_fast_code_matches_the_plain_formulation(variant):
+    torch.manual_seed(0)
+    model = build(_model_config(variant))
+    # the train-mode pass moves BatchNorm's running statistics: both paths start from the same ones
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    fast = compute(model, variant)
+    model.load_state_dict(initial)
+    with plain_formulation():
+        plain = compute(model, variant)
+    assert set(fast) == set(plain), sorted(set(fast) ^ set(plain))
+    assert any(k.startswith("grad/head.exchange") for k in fast), "the exchange gets gradients"
+    assert all(plain[f"det/{b}"].shape[0] > 0 for b in (0, 1)), "detections to compare"
+    zero = _gradient_free_biases(model) & set(plain)
+    assert zero, "the head's convs in front of a norm were found"
+    largest = max(_rms(plain[n]) for n in plain if n.startswith("grad/"))
+    for name in sorted(plain):
+        _assert_matches(name, fast[name], plain[name], name in zero)
+        if name in zero:  # rounding noise on both paths, far below any real gradient
+            assert max(_rms(fast[name]), _rms(plain[name])) < 1e-5 * largest, name
