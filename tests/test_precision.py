@@ -89,30 +89,33 @@ def test_training_runs_under_bf16_autocast_on_cpu(tmp_path):
 @pytest.fixture(scope="module")
 def trained_quickstart(tmp_path_factory):
     """The quickstart FCOS trained in float32 (amp auto = off on CPU) for its 2 epochs (~60 s of one
-    core), and its test loader. Measured: test mAP07 0.4172 in float32, 0.4163 under bf16 autocast."""
+    core), its test loader and its val mAP07 per evaluation. Measured: test mAP07 0.4999 in float32, 0.4997 under bf16 autocast."""
     torch.set_num_threads(1)
     cfg = load_config("quickstart", ["eval.every=2", "eval.test_at_end=false"])
     reporter = LocalReporter(tmp_path_factory.mktemp("quickstart"))
     run_trial(cfg, reporter)
     model, cfg, _ = load_selected_model(reporter.last_checkpoint)
     test = build_datasets(cfg.data, cfg.augment, seed=cfg.train.seed)["test"]
-    return model, cfg, DataLoader(test, batch_size=cfg.data.eval_batch_size, collate_fn=collate_eval)
+    val = [m["val/mAP07"] for m in reporter.history if "val/mAP07" in m]
+    return model, cfg, DataLoader(test, batch_size=cfg.data.eval_batch_size, collate_fn=collate_eval), val
 
 
 @pytest.mark.slow
 def test_a_trained_checkpoint_scores_the_same_under_bf16(trained_quickstart):
-    model, cfg, loader = trained_quickstart
+    model, cfg, loader, val = trained_quickstart
     cpu = torch.device("cpu")
     fp32 = evaluate_model(model, loader, cpu, cfg.data.protocol)
     bf16 = evaluate_model(model, loader, cpu, cfg.data.protocol, amp_dtype=BF16)
     print(f"test mAP07: fp32 {fp32['mAP07']:.4f}, bf16 autocast {bf16['mAP07']:.4f}")
-    assert fp32["mAP07"] > 0.2  # a checkpoint that detects, so the comparison means something
+    # the quickstart FCOS learns in its preset's 2 epochs (measured test 0.500 fp32, 0.500 bf16), which also
+    # makes the comparison mean something
+    assert max(val) > 0.3 and fp32["mAP07"] > 0.3
     assert abs(bf16["mAP07"] - fp32["mAP07"]) <= 0.01
 
 
 @pytest.mark.slow
 def test_a_trained_checkpoints_detections_carry_no_bf16_quantisation(trained_quickstart):
-    model, _cfg, loader = trained_quickstart
+    model, _cfg, loader, _val = trained_quickstart
     images, _targets, _metas = next(iter(loader))
     with torch.no_grad(), torch.autocast("cpu", dtype=BF16):
         detections = model(images)
