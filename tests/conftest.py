@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The Ctrl-C tests send SIGINT to the CLI as a terminal would. A suite started as a background
+    job of a non-interactive shell (``cmd &`` in a script, as CI launchers do) inherits SIGINT
+    *ignored*, an ignored signal stays ignored across exec, and Python then never raises
+    KeyboardInterrupt in the CLI. Catching it here makes every child start with the default."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 # Before anything imports torch: on a busy 2-core machine OpenMP's spin-waiting threads fight each
 # other (measured 5-10x slower model tests); passive waiting costs nothing when the cores are idle.
