@@ -230,7 +230,7 @@ class TuneReporter(Reporter):
     ``record`` (the trial's facts and spec as JSON, ``rows.FACTS_FIELD``/``rows.SPEC_FIELD``) goes
     with this session's first report only and with a failure report; ``objective_facts`` (a cost an
     objective names, e.g. ``gmacs``) goes with every report, because Tune's searcher and scheduler
-    read objectives from results."""
+    read objectives from results (the trainable's own set-up times, ``time/*``, travel the same way)."""
 
     def __init__(self, record: dict[str, str] | None = None, objective_facts: dict[str, Any] | None = None) -> None:
         self.record = dict(record or {})

@@ -118,21 +118,33 @@ def objective_facts(space: SearchSpace, facts: TrialFacts) -> dict[str, Any]:
 
 def search_trial(config: dict[str, Any], ctx: SearchContext) -> None:
     """The Tune function trainable (wrapped with ``tune.with_parameters(search_trial, ctx=...)``)."""
+    import sys
+    import time
+
     from irstdlab.harness.ray_logs import quiet_worker_logs
 
     quiet_worker_logs()
+    # the trial's own set-up (benchmarks/bench_search.py --part overhead): importing torch and the
+    # training loop costs seconds in a fresh actor and nothing in a reused one (``warm_actor``)
+    started = time.perf_counter()
+    warm = "irstdlab.harness.trial" in sys.modules
+    import torch  # noqa: F401 - timed here, used by the modules below
+    import irstdlab.harness.trial  # noqa: F401
+    timings = {"time/imports_s": time.perf_counter() - started, "time/warm_actor": float(warm)}
 
+    started = time.perf_counter()
     params, seed = split_config(config)
     spec = resolve_trial(ctx.space, params, seed)
     cfg = spec.config
     facts = trial_facts(cfg, ctx.resources.resolved_backend(), seed)
+    timings["time/trial_setup_s"] = time.perf_counter() - started  # resolving, model cost (FLOPs), facts
     record = {FACTS_FIELD: facts.to_json(), SPEC_FIELD: spec.to_json()}
     if ctx.resources.resolved_backend() == "train":
         _run_nested(cfg, ctx, record, objective_facts(ctx.space, facts))
         return
     from irstdlab.harness.trial import TrialDiverged, run_trial
 
-    reporter = TuneReporter(record, objective_facts(ctx.space, facts))
+    reporter = TuneReporter(record, {**objective_facts(ctx.space, facts), **timings})
     try:
         run_trial(cfg, reporter)
     except TrialDiverged as exc:

@@ -97,6 +97,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, *, epoch: int, 
     # time_data: waiting for the next batch; time_step: forward, backward, optimiser (synchronised on
     # CUDA so queued kernels are not billed to the next batch's wait)
     time_data = time_step = 0.0
+    first_iter = None  # data + step of the epoch's first iteration: lazy set-up lands there
     batches = iter(loader)
     while iters < max_iters:
         waited = time.perf_counter()
@@ -135,6 +136,8 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, *, epoch: int, 
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         time_step += time.perf_counter() - stepping
+        if first_iter is None:
+            first_iter = time.perf_counter() - waited
         for k, v in values.items():
             sums[k] = sums.get(k, 0.0) + v
         iters += 1
@@ -148,6 +151,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, *, epoch: int, 
     stats["train/time_s"] = elapsed
     stats["train/time_data_s"] = time_data
     stats["train/time_step_s"] = time_step
+    stats["time/first_iter_s"] = first_iter or 0.0
     stats["lr"] = lr if iters else float(optimizer.param_groups[0]["lr"])  # of the epoch's last iteration
     # every rank processes its shard at the same pace: global throughput ~ local x world size
     stats["images_per_s"] = images_seen * reporter.world_size / max(elapsed, 1e-9)
@@ -164,6 +168,11 @@ def run_trial(cfg: TrialConfig, reporter: Reporter) -> dict[str, Any]:
     amp_dtype = resolve_amp(cfg.train.amp, device)
     channels_last = cfg.train.channels_last and device.type == "cuda"
     protocol = cfg.data.protocol
+    # where a trial's fixed cost goes (benchmarks/bench_search.py --part overhead): set-up phases once,
+    # then per-trial totals of evaluation, checkpoint writes and the reporter's hand-over (which, in a
+    # Tune trial, persists the checkpoint and waits for the driver); "time/" keys are not leaderboard metrics
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
 
     data: dict[str, Any] = build_datasets(cfg.data, cfg.augment, seed=seed, keep_original=cfg.eval.needs_noco)
     sampler: DistributedSampler[Any] = DistributedSampler(data["train"], num_replicas=reporter.world_size, rank=rank, shuffle=True, seed=seed)
@@ -175,7 +184,9 @@ def run_trial(cfg: TrialConfig, reporter: Reporter) -> dict[str, Any]:
                                                       collate_fn=collate_detection, **loader_args))
     eval_loaders = {role: DataLoader(data[role], batch_size=cfg.data.eval_batch_size, shuffle=False,
                                      collate_fn=collate_eval, **loader_args) for role in ("val", "test")}
+    timings["time/data_build_s"] = time.perf_counter() - started
 
+    started = time.perf_counter()
     restore = reporter.restore_dir()
     model = build_trial_model(cfg, initial_weights=restore is None)  # a resumed run loads its own
     if channels_last:
@@ -185,6 +196,7 @@ def run_trial(cfg: TrialConfig, reporter: Reporter) -> dict[str, Any]:
     max_iters = min(len(train_loader), cfg.train.max_iters_per_epoch or len(train_loader))
     scheduler = build_scheduler(optimizer, cfg.schedule, max_iters)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    timings["time/model_build_s"] = time.perf_counter() - started  # with a resumed run's checkpoint read
 
     config_json, config_hash = cfg.canonical_json(), cfg.config_hash
     history: list[dict[str, Any]] = []
@@ -203,6 +215,8 @@ def run_trial(cfg: TrialConfig, reporter: Reporter) -> dict[str, Any]:
 
     epochs = cfg.schedule.epochs
     metrics: dict[str, Any] = {}
+    for key in ("time/eval_s", "time/checkpoint_s", "time/report_s"):
+        timings[key] = 0.0
     for epoch in range(start_epoch, epochs):
         seed_everything(seed, epoch, rank)
         sampler.set_epoch(epoch)
@@ -212,6 +226,8 @@ def run_trial(cfg: TrialConfig, reporter: Reporter) -> dict[str, Any]:
         metrics.update(train_one_epoch(model, train_loader, optimizer, scheduler, scaler, epoch=epoch,
                                        max_iters=max_iters, device=device, amp_dtype=amp_dtype,
                                        channels_last=channels_last, cfg=cfg, reporter=reporter))
+        first_iter = metrics.pop("time/first_iter_s")
+        timings.setdefault("time/first_iter_s", first_iter)  # the session's first iteration only
         if "d" in optimizer.param_groups[0]:  # DAdaptAdam's adapted step size
             metrics["dadapt_d"] = float(optimizer.param_groups[0]["d"])
         last = epoch + 1 == epochs
@@ -219,27 +235,37 @@ def run_trial(cfg: TrialConfig, reporter: Reporter) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="irstdlab-ckpt-") as tmp:
             if reporter.is_chief:  # rank 0 evaluates and writes; the others only report
                 if (epoch + 1) % cfg.eval.every == 0 or last:
+                    started = time.perf_counter()
                     metrics.update(evaluate_model(unwrap(model), eval_loaders["val"], device, protocol, "val/",
                                                   amp_dtype, channels_last))
                     value = metrics[f"val/{cfg.eval.select_metric}"]
                     if value > best_value:
                         best_epoch, best_value = epoch + 1, value
                         best_weights = {k: v.detach().cpu().clone() for k, v in unwrap(model).state_dict().items()}
+                    timings["time/eval_s"] += time.perf_counter() - started
                 metrics["best_epoch"] = best_epoch
                 if best_epoch:
                     metrics[f"best/val/{cfg.eval.select_metric}"] = best_value
                 history.append({k: v for k, v in metrics.items() if isinstance(v, (int, float, str))})
+                started = time.perf_counter()
                 save_checkpoint(tmp, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
                                 epoch=epoch + 1, config_json=config_json, config_hash=config_hash,
                                 history=history, best_epoch=best_epoch, best_value=best_value,
                                 best_model=None if best_epoch == epoch + 1 else best_weights)
+                timings["time/checkpoint_s"] += time.perf_counter() - started
                 checkpoint_dir = Path(tmp)
                 if last and cfg.eval.test_at_end:
                     if best_weights is not None and best_epoch != epoch + 1:
                         unwrap(model).load_state_dict(best_weights)  # the selected weights, not the last
+                    started = time.perf_counter()
                     metrics.update(evaluate_model(unwrap(model), eval_loaders["test"], device, protocol, "test/",
                                                   amp_dtype, channels_last))
+                    timings["time/eval_s"] += time.perf_counter() - started
+            metrics.update(timings)  # totals so far; the report_s of this report reaches the next one
+            started = time.perf_counter()
             reporter.report(metrics, checkpoint_dir)
+            timings["time/report_s"] += time.perf_counter() - started
+    metrics.update(timings)  # the returned metrics hold the last report's hand-over too
     return metrics
 
 
