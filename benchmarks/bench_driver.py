@@ -17,9 +17,10 @@ are timed by thread-CPU timers installed around the methods of the objects the d
 without the journal), trial records (the first report's spec/facts file), the journal
 (``JournalMirror``) and the live table (``ProgressCallback``); "tune" is the rest (Ray Tune's
 controller, result processing, experiment snapshots).
-Trials reuse their Ray actors by default (``--fresh-actors``: one per trial, as real searches do):
-a fresh actor imports torch (~6 s of CPU here), which would make 2,000 trials take hours on two
-cores while telling nothing about the driver.
+Trials reuse their Ray actors, as a search of direct trials does (``--fresh-actors``: one per trial,
+as a search with ``reuse_actors=False`` or nested trainers does): a fresh actor imports torch
+(~6 s of CPU here), which would make 2,000 trials take hours on two cores while telling nothing
+about the driver.
 At the end: the leaderboard's size and the time of ``irstdlab leaderboard show`` / ``compare``.
 
     python benchmarks/bench_driver.py --trials 100,500,2000
@@ -244,8 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu-per-trial", type=float, default=0.25, help="Ray CPUs a no-op trial reserves")
     parser.add_argument("--num-cpus", type=int, default=2, help="CPUs of the embedded Ray")
     parser.add_argument("--fresh-actors", action="store_true",
-                        help="a new Ray actor per trial, as real searches do (slow: each imports torch); "
-                             "default: reuse actors, so the driver, not worker start-up, sets the pace")
+                        help="a new Ray actor per trial (slow: each imports torch); default: reuse actors, "
+                             "as a search of direct trials does")
     parser.add_argument("--storage", default=None, help="where the searches go (default: a temporary folder)")
     args = parser.parse_args(argv)
     counts = [int(n) for n in args.trials.split(",") if n.strip()]

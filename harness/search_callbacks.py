@@ -38,6 +38,26 @@ from irstdlab.harness.search_trainable import split_config
 from irstdlab.harness.space_loader import SearchSpace
 
 
+# Seconds this driver process spent in the writer's hooks, per hook (benchmarks/bench_search.py
+# --part overhead reads it): every trial's row, record and journal entries are written here, while
+# Tune waits, so this is the search's per-trial cost on the driver.
+DRIVER_SECONDS: dict[str, float] = {}
+
+
+def _timed(hook):
+    import functools
+    import time
+
+    @functools.wraps(hook)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return hook(*args, **kwargs)
+        finally:
+            DRIVER_SECONDS[hook.__name__] = DRIVER_SECONDS.get(hook.__name__, 0.0) + time.perf_counter() - started
+    return wrapper
+
+
 class LeaderboardCallback(Callback):
     """One row per ended trial; also the Optuna journal mirror."""
 
@@ -54,19 +74,23 @@ class LeaderboardCallback(Callback):
         self.records_dir = search_storage.join(search_storage.parent(journal_path), "trial_records")
 
     # ------------------------------------------------------------------ Tune hooks
+    @_timed
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         self.journal.report(trial.trial_id, *split_config(trial.config), result)
         if result.get(FACTS_FIELD) and result.get(SPEC_FIELD):  # a session's first report (or a failure)
             record = json.dumps({"facts": result[FACTS_FIELD], "spec": result[SPEC_FIELD]}).encode()
             search_storage.write_bytes(self._record_ref(trial.trial_id), record)  # whole, atomic
 
+    @_timed
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         result = trial.last_result or {}
         self.write(trial, end_status(result, self.space.budget.max_epochs), failure_of(result))
 
+    @_timed
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.write(trial, "failed", _error_reason(trial))
 
+    @_timed
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         """Trials still unfinished here were interrupted (Ctrl-C, or a stop): record them too."""
         final = self.final_trial_ids()  # rows from earlier sessions of a resumed search count too
@@ -129,6 +153,7 @@ class LeaderboardCallback(Callback):
                                 {k: row[k] for k in ("epochs_completed", "config_hash")})
 
     # ------------------------------------------------------------------ Optuna journal (harness/journal.py)
+    @_timed
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.journal.start(trial.trial_id, *split_config(trial.config))
 
@@ -148,4 +173,4 @@ def _error_reason(trial: Any) -> str:
     return (lines[-1] if lines else "error")[:500]
 
 
-__all__ = ["LeaderboardCallback", "open_journal_study"]
+__all__ = ["DRIVER_SECONDS", "LeaderboardCallback", "open_journal_study"]

@@ -65,13 +65,14 @@ def trainable(ctx: SearchContext) -> Any:
 
 
 def build_tuner(space: SearchSpace, opts: SearchOptions, where: SearchStorage, planned_configs: int,
-                experiment: str | None = None, run: Any | None = None, reuse_actors: bool = False) -> Any:
+                experiment: str | None = None, run: Any | None = None, reuse_actors: bool | None = None) -> Any:
     """A new search's ``tune.Tuner``: experiment state and checkpoints under ``where`` (any
     filesystem), our state files beside them by reference (``harness/search_storage.py``).
     ``experiment``: Tune's folder under the storage when it is not the search's own (a stage of a
     staged search, ``<name>/tune-<group>``, keeps its state files there; its rows still belong to
     search ``where.name``). ``run``: a Tune trainable in place of the real trial (the driver
-    simulation ``benchmarks/bench_driver.py`` passes a no-op one, in actors it reuses)."""
+    simulation ``benchmarks/bench_driver.py`` passes a no-op one, in actors it reuses). ``reuse_actors``:
+    default ``opts.reuse_actors`` for direct trials (a nested trainer's driver gains nothing from it)."""
     from ray import tune
 
     from irstdlab.harness.search import ASHA_FILE, JOURNAL_FILE, study_name  # the search's file layout
@@ -80,6 +81,8 @@ def build_tuner(space: SearchSpace, opts: SearchOptions, where: SearchStorage, p
     from irstdlab.harness.search_callbacks import LeaderboardCallback
     from irstdlab.harness.search_progress import ProgressCallback
 
+    if reuse_actors is None:
+        reuse_actors = opts.reuse_actors and opts.resources.resolved_backend() == "direct"
     name = where.name
     files = SearchStorage(where.root, experiment) if experiment else where  # where the state files live
     ctx = SearchContext(search=name, space=space, storage=where.root_ref, resources=opts.resources)

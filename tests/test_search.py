@@ -62,6 +62,12 @@ def test_quickstart_end_to_end(tmp_path):
     assert (done["epochs_completed"] == 2).all() and (done["fidelity"] == 1.0).all()
     assert done["metric.val/mAP07"].between(0, 1).all() and done["best_epoch"].between(1, 2).all()
     assert (df["gmacs"] > 0).all() and df["space_hash"].nunique() == 1 and df["config_hash"].is_unique
+    # direct trials reuse Tune's actors: with 2 CPUs for 3 trials, the third starts in a finished one's
+    import json
+
+    last_results = [json.loads(f.read_text().splitlines()[-1]) for f in (storage / "quickstart").glob("trial_*/result.json")]
+    assert len(last_results) == 3 and sum(r["time/warm_actor"] for r in last_results) >= 1
+    assert all(r["time/trial_setup_s"] > 0 and r["time/report_s"] >= 0 for r in last_results)
     # inactive conditional parameters are null; the JSON copy is lossless
     for _, row in df.iterrows():
         assert (row["param.model.name"] == "bafenet") == (row["param.model.p"] is not None
