@@ -2,8 +2,11 @@
 
 1. Harness overhead, on the built-in synthetic set: the same N small trials through
    ``irstdlab search`` (direct trials, one at a time, no early stopping) and through a plain Python
-   loop calling ``run_trial``; prints the wall-time ratio with and without Ray's start-up (goal
-   <= 1.10 with direct trials).
+   loop calling ``run_trial``; prints a table of where each trial's time goes (Ray's worker start and
+   scheduling, imports, set-up, data and model build, first iteration, training, evaluation,
+   checkpoint writes, report hand-over, the driver's callbacks) and the wall-time ratio with and
+   without Ray's one-off start-up (goal <= 1.05 for 4 trials x 2 epochs on 64 images);
+   ``--fresh-actors`` adds a search with a new Ray actor per trial beside it.
 2. Search efficiency, replayed (``replay.py``): ASHA+TPE, ASHA+random, TPE, random and the grid
    (random order), each over 25 searcher seeds, against ``replay_quickstart.csv``, a grid over the
    quickstart axes trained once at full fidelity with every epoch's val mAP07. Prints, per method,
@@ -11,14 +14,20 @@
    full-fidelity trial within 0.01 of the grid's best (goal: ASHA+TPE <= 25% and below random).
 3. ``record-grid`` retrains that table (``replay_record.py``; ~25 min on 2 cores, run it niced).
 
+    python benchmarks/bench_search.py --part overhead [--trials 4 --epochs 2 --images 64] [--fresh-actors]
     python benchmarks/bench_search.py [--part overhead|efficiency|both] [--seeds 25] [--json F]
     nice -n 5 python benchmarks/bench_search.py --part record-grid   # rewrites replay_quickstart.csv
 
 The last stdout line is one JSON object with the results.
 
-Measured on the shared 2-core CPU machine (other jobs running; 2026-11-21):
-* overhead, 4 grid trials x 3 epochs, 96 images: plain loop 644 s, search 750 s + Ray start 12 s
-  -> ratio 1.18 (1.16 without Ray's start-up); goal 1.10 not met on this loaded machine.
+Measured on the shared 2-core CPU machine:
+* overhead (2026-12-02, nothing else running, --fresh-actors), 4 BAFE-Net grid trials x 2 epochs,
+  64 images, mean seconds per trial: plain loop 51.2, search 52.8 (Ray worker start and scheduling
+  1.37, trial set-up with the FLOP count 0.33, report hand-over 0.19, driver callbacks 0.05; 3 of 4
+  trials in a reused actor), fresh actors 53.7 (Ray 5.81). Ratio 1.067 with Ray's 7.1 s start-up,
+  1.032 without it (goal 1.05); 1.083 with a fresh actor per trial. Training itself varied by
+  +-3% between the three runs (34.7-37.0 s per trial), as large as the whole overhead.
+  Earlier (2026-11-21, other jobs running, 4 x 3 epochs, 96 images, fresh actors): ratio 1.18.
 * efficiency (2026-12-01, 25 seeds, quickstart ASHA: grace 3, max 4, rf 2, tie 0.01, min_compared 2,
   stop_within model.name), grid 15 configs / 60 trial-epochs, best 0.5628 (BAFE-Net lr 6e-4 p 0.25,
   the only config within 0.01): median (IQR) of the fraction of the grid's trial-epochs
@@ -70,30 +79,109 @@ def run(space: Path, storage: Path, name: str, scheduler: str = "asha", **kw):
         return outcome, time.perf_counter() - t0
 
 
-def overhead(folder: Path, images: int, epochs: int, n: int) -> dict:
+PHASES = [  # (label, the time/* key of the trial's reports; None = computed below)
+    ("worker start, scheduling (Ray)", None),
+    ("imports in the trial", "time/imports_s"),
+    ("trial set-up (resolve, FLOPs, facts)", "time/trial_setup_s"),
+    ("data build", "time/data_build_s"),
+    ("model build", "time/model_build_s"),
+    ("first iteration", "time/first_iter_s"),
+    ("training (other iterations)", None),
+    ("evaluation", "time/eval_s"),
+    ("checkpoint writes", "time/checkpoint_s"),
+    ("report hand-over", "time/report_s"),
+]
+TIMED = [key for _, key in PHASES if key]
+
+
+def plain_loop(space, points, folder: Path) -> dict:
+    """``run_trial`` with a ``LocalReporter`` per point, one after another, in this process."""
+    from irstdlab.harness.reporting import LocalReporter
+    from irstdlab.harness.trial import run_trial
+
+    per_trial = []
+    t0 = time.perf_counter()
+    for i, point in enumerate(points):
+        started = time.perf_counter()
+        final = run_trial(space.trial_config(point, 0), LocalReporter(folder / f"plain{i}", resume=False))
+        per_trial.append({**{k: final.get(k, 0.0) for k in TIMED}, "trial_s": time.perf_counter() - started})
+    return {"wall_s": time.perf_counter() - t0, "trials": per_trial}
+
+
+def searched(space_path: Path, folder: Path, name: str, n: int, reuse_actors: bool) -> dict:
+    """The same points through ``irstdlab search`` (direct trials, one at a time, no early stopping);
+    each trial's phases from its last Tune result, the driver's hook time from the callback's counter."""
+    from irstdlab.harness import search_callbacks
+
+    search_callbacks.DRIVER_SECONDS.clear()
+    _, wall = run(space_path, folder, name, scheduler="none", num_samples=n, max_concurrent=1,
+                  reuse_actors=reuse_actors)
+    per_trial = []
+    for result_file in sorted((folder / name).glob("trial_*/result.json")):
+        last = json.loads(result_file.read_text().strip().splitlines()[-1])
+        per_trial.append({**{k: last.get(k, 0.0) for k in TIMED}, "trial_s": last["time_total_s"],
+                          "warm_actor": last.get("time/warm_actor", 0.0)})
+    assert len(per_trial) == n, f"{len(per_trial)} trial results for {n} trials under {folder / name}"
+    return {"wall_s": wall, "trials": per_trial, "driver_hooks_s": dict(search_callbacks.DRIVER_SECONDS)}
+
+
+def breakdown(run_: dict, n: int) -> dict[str, float]:
+    """Mean seconds per trial of every phase; what Ray adds is the wall time no trial accounts for."""
+    mean = {k: sum(t[k] for t in run_["trials"]) / n for k in [*TIMED, "trial_s"]}
+    rows = {label: mean[key] for label, key in PHASES if key}
+    rows["training (other iterations)"] = mean["trial_s"] - sum(mean[k] for k in TIMED)
+    rows["worker start, scheduling (Ray)"] = run_["wall_s"] / n - mean["trial_s"]
+    return rows
+
+
+def overhead(folder: Path, images: int, epochs: int, n: int, fresh_actors: bool) -> dict:
     import ray
     import torch
 
-    from irstdlab.harness.reporting import LocalReporter
     from irstdlab.harness.search import start_ray
-    from irstdlab.harness.trial import run_trial
     from irstdlab.harness.space_loader import load
 
     space_path = write_space(folder, "overhead", images=images, samples=n, epochs=epochs, sampler="grid", seed=0)
     space = load(str(space_path))
     points = space.grid()[:n]
     torch.set_num_threads(1)  # a Tune trial gets one CPU: give the plain loop the same
-    t0 = time.perf_counter()
-    for i, point in enumerate(points):
-        run_trial(space.trial_config(point, 0), LocalReporter(folder / f"plain{i}", resume=False))
-    plain = time.perf_counter() - t0
+    runs = {"plain loop": plain_loop(space, points, folder)}
     t0 = time.perf_counter()
     start_ray(None, 2)
     ray_start = time.perf_counter() - t0
-    _, searched = run(space_path, folder / "runs", "overhead", scheduler="none", num_samples=n, max_concurrent=1)
+    runs["search"] = searched(space_path, folder / "runs", "reused", n, reuse_actors=True)
+    if fresh_actors:
+        runs["search, fresh actors"] = searched(space_path, folder / "runs", "fresh", n, reuse_actors=False)
     ray.shutdown()
-    return {"trials": n, "epochs": epochs, "plain_s": plain, "search_s": searched, "ray_start_s": ray_start,
-            "ratio": (searched + ray_start) / plain, "ratio_without_ray_start": searched / plain}
+    tables = {label: breakdown(r, n) for label, r in runs.items()}
+    plain = runs["plain loop"]["wall_s"]
+    out = {"trials": n, "epochs": epochs, "images": images, "plain_s": plain, "search_s": runs["search"]["wall_s"],
+           "ray_start_s": ray_start, "ratio": (runs["search"]["wall_s"] + ray_start) / plain,
+           "ratio_without_ray_start": runs["search"]["wall_s"] / plain,
+           "per_trial_s": tables, "driver_hooks_s": runs["search"]["driver_hooks_s"],
+           "reused_actor_trials": int(sum(t["warm_actor"] for t in runs["search"]["trials"]))}
+    if fresh_actors:
+        fresh = runs["search, fresh actors"]["wall_s"]
+        out.update(fresh_s=fresh, ratio_fresh_actors=(fresh + ray_start) / plain)
+    return out
+
+
+def format_overhead(r: dict) -> str:
+    labels = list(r["per_trial_s"])
+    lines = [f"per trial, mean seconds ({r['trials']} trials x {r['epochs']} epochs, {r['images']} images):",
+             f"  {'phase':<38}" + "".join(f"{label:>22}" for label in labels)]
+    for phase, _ in PHASES:
+        lines.append(f"  {phase:<38}" + "".join(f"{r['per_trial_s'][label][phase]:>22.2f}" for label in labels))
+    lines.append(f"  {'total (wall / trials)':<38}"
+                 + "".join(f"{sum(r['per_trial_s'][label].values()):>22.2f}" for label in labels))
+    hooks = ", ".join(f"{k} {v / r['trials']:.3f}" for k, v in sorted(r["driver_hooks_s"].items()))
+    lines.append(f"  driver callbacks per trial (inside the wall time above): {hooks}")
+    lines.append(f"  trials that ran in a reused actor: {r['reused_actor_trials']} of {r['trials']}")
+    lines.append(f"overhead: plain loop {r['plain_s']:.1f} s, irstdlab search {r['search_s']:.1f} s + Ray start "
+                 f"{r['ray_start_s']:.1f} s -> ratio {r['ratio']:.3f} ({r['ratio_without_ray_start']:.3f} without "
+                 f"Ray's start-up; goal <= 1.05)"
+                 + (f"; with a fresh actor per trial {r['ratio_fresh_actors']:.3f}" if "fresh_s" in r else ""))
+    return "\n".join(lines)
 
 
 def efficiency(table_path: Path, seeds: list[int], tolerance: float, budget: float,
@@ -122,8 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--part", choices=("overhead", "efficiency", "both", "record-grid"), default="both",
                     help="both = overhead + efficiency; record-grid retrains the replay table (~25 min)")
-    ap.add_argument("--images", type=int, default=96, help="synthetic training images per overhead trial")
-    ap.add_argument("--epochs", type=int, default=3, help="epochs per overhead trial")
+    ap.add_argument("--images", type=int, default=64, help="synthetic training images per overhead trial")
+    ap.add_argument("--epochs", type=int, default=2, help="epochs per overhead trial")
+    ap.add_argument("--fresh-actors", action="store_true", help="overhead: also search with a new Ray actor per "
+                    "trial (reuse_actors=False), side by side")
     ap.add_argument("--trials", type=int, default=4, help="trials of the overhead benchmark")
     ap.add_argument("--seeds", type=int, default=25, help="searcher seeds 0..N-1 replayed per method")
     ap.add_argument("--tolerance", type=float, default=0.01, help="target: within this of the grid's best")
@@ -144,12 +234,9 @@ def main(argv: list[str] | None = None) -> int:
         results["record_grid"] = {"table": str(path)}
     with tempfile.TemporaryDirectory(prefix="bench-search-") as tmp:
         if args.part in ("overhead", "both"):
-            r = overhead(Path(tmp), args.images, args.epochs, args.trials)
+            r = overhead(Path(tmp), args.images, args.epochs, args.trials, args.fresh_actors)
             results["overhead"] = r
-            print(f"overhead: {r['trials']} trials x {r['epochs']} epochs: plain loop {r['plain_s']:.1f} s, "
-                  f"irstdlab search {r['search_s']:.1f} s + Ray start {r['ray_start_s']:.1f} s -> ratio "
-                  f"{r['ratio']:.2f} ({r['ratio_without_ray_start']:.2f} without Ray's start-up; goal <= 1.10)",
-                  flush=True)
+            print(format_overhead(r), flush=True)
     if args.part in ("efficiency", "both"):
         try:
             r = efficiency(args.table or replay_record.TABLE, list(range(args.seeds)), args.tolerance, args.budget,
