@@ -6,6 +6,9 @@ waiting for batches ``train/time_data_s`` and stepping ``train/time_step_s``), `
 evaluation epochs ``val/*`` (``harness.evaluate.score``: mAP07, mAP12, recall, counts; mNoCoAP
 and NoCoAPxx when NoCo is on), ``best_epoch`` and ``best/val/<select_metric>``; after the last
 epoch ``test/*``; a search trial adds ``gmacs`` and ``params_m`` (``search_trainable.model_cost``).
+Every report also carries the trial's fixed costs so far, ``time/*`` (``harness.trial.run_trial``: data
+and model build, first iteration, evaluation, checkpoint writes, report hand-over; a search trial adds
+its imports, set-up and ``time/warm_actor``); rows leave them out.
 An objective outside these names would never be reported, and Tune would rank nothing.
 """
 
@@ -19,6 +22,8 @@ _PATTERNS = (
     re.compile(r"best/val/(mAP07|mAP12|mAP75|recall|mNoCoAP)"),
     re.compile(r"train/(loss|iterations|time_s|time_data_s|time_step_s|loss_[A-Za-z0-9_]+)"),
     re.compile(r"epoch|epochs|workers|loader_workers|lr|images_per_s|dadapt_d|best_epoch|gmacs|params_m"),
+    re.compile(r"time/(data_build_s|model_build_s|first_iter_s|eval_s|checkpoint_s|report_s|imports_s|trial_setup_s"
+               r"|warm_actor)"),
 )
 EXAMPLES = ("val/mAP07", "val/mAP12", "val/recall", "val/mNoCoAP", "best/val/mAP07", "test/mAP07",
             "train/loss", "gmacs", "params_m")
