@@ -8,6 +8,8 @@ both numbers and label them unambiguously.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -97,3 +99,31 @@ def profile(model: nn.Module, input_size: tuple[int, int] = (512, 512)) -> Compl
     return ComplexityReport(
         params=total, trainable_params=trainable, macs=flops // 2, flops=flops, input_size=(c, h, w)
     )
+
+
+# (architecture key, H, W) -> report; a process (a reused Tune actor) counts each architecture once
+_COUNTED: dict[tuple[str, int, int], ComplexityReport] = {}
+
+
+def architecture_cost(build: Callable[[], nn.Module], input_size: tuple[int, int], key: Any) -> ComplexityReport:
+    """``profile(build(), input_size)`` without computing anything, counted once per ``key`` per process.
+
+    The model is built on PyTorch's ``meta`` device, where every tensor has a shape and no data, so
+    the forward pass costs only its Python dispatch (a ResNet-18 BAFE-Net at 512 x 512: 0.2 s instead
+    of ~1 s of CPU convolutions plus the weight initialisation). The counts are the same, because
+    ``FlopCounterMode`` reads only shapes. A model whose forward needs values (an op with a
+    data-dependent output size such as ``nonzero``, or a ``.item()``) is counted again on the CPU.
+    ``key`` must determine the architecture (e.g. the model config as a dict); it is compared as JSON.
+    """
+    h, w = int(input_size[0]), int(input_size[1])
+    cache_key = (json.dumps(key, sort_keys=True, default=repr), h, w)
+    report = _COUNTED.get(cache_key)
+    if report is None:
+        try:
+            with torch.device("meta"):
+                model = build()
+            report = profile(model, (h, w))
+        except Exception:  # noqa: BLE001 - it needs real values: count on the CPU, which raises a real error
+            report = profile(build(), (h, w))
+        _COUNTED[cache_key] = report
+    return report

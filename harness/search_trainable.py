@@ -83,16 +83,19 @@ def hardware() -> str:
 
 
 def model_cost(cfg: Any) -> dict[str, float]:
-    """GMACs and millions of parameters of the trial's model at its input size."""
+    """GMACs and millions of parameters of the trial's model at its input size: counted on the meta
+    device, once per architecture and size in this actor (``complexity.architecture_cost``)."""
     import torch
 
-    from irstdlab.harness.complexity import profile
+    from irstdlab.harness.complexity import architecture_cost
     from irstdlab.models import build as build_model
 
+    # counting needs the architecture only: no initial weights are read (or downloaded) for it
+    model_cfg = dataclasses.replace(cfg.model, pretrained=None)
     threads = torch.get_num_threads()
     try:
-        # counting needs the architecture only: no initial weights are read (or downloaded) for it
-        report = profile(build_model(dataclasses.replace(cfg.model, pretrained=None)), (cfg.data.size, cfg.data.size))
+        report = architecture_cost(lambda: build_model(model_cfg), (cfg.data.size, cfg.data.size),
+                                   dataclasses.asdict(model_cfg))
     finally:
         torch.set_num_threads(threads)
     return {"gmacs": float(report.gmacs), "params_m": report.params / 1e6}

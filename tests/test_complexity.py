@@ -57,3 +57,35 @@ def test_forward_raw_channels_and_trainable():
 def test_bad_input_size():
     with pytest.raises(ValueError, match="input_size"):
         profile(_Raw(), input_size=(0, 4))
+
+
+def test_architecture_cost_counts_on_meta_like_the_cpu_and_once_per_key():
+    """The meta-device count equals the real one for a detector that counts on meta (FCOS) and for
+    one that falls back to the CPU (torchvision's Faster R-CNN needs nonzero's values); a second
+    call with the same key builds nothing."""
+    import dataclasses
+
+    from irstdlab.harness.complexity import _COUNTED, architecture_cost
+    from irstdlab.harness.config import load_config
+    from irstdlab.models import build
+
+    base = load_config("quickstart").model
+    for name in ("fcos", "faster_rcnn"):
+        cfg = dataclasses.replace(base, name=name, pretrained=None)
+        devices: list[str] = []
+
+        def build_once(cfg=cfg, devices=devices) -> torch.nn.Module:
+            model = build(cfg)
+            devices.append(next(model.parameters()).device.type)
+            return model
+
+        _COUNTED.clear()
+        counted = architecture_cost(build_once, (96, 128), dataclasses.asdict(cfg))
+        real = profile(build(cfg), (96, 128))
+        assert (counted.macs, counted.params, counted.trainable_params) == (real.macs, real.params, real.trainable_params)
+        assert devices[0] == "meta"
+        assert devices[1:] == ([] if name == "fcos" else ["cpu"]), devices
+        again = architecture_cost(build_once, (96, 128), dataclasses.asdict(cfg))
+        assert again is counted and len(devices) == (1 if name == "fcos" else 2)
+        other_size = architecture_cost(build_once, (128, 128), dataclasses.asdict(cfg))
+        assert other_size.macs > counted.macs
