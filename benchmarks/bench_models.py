@@ -17,10 +17,25 @@ one forward pass at batch 1 (``harness/complexity.py``, torch.utils.flop_counter
 
     python benchmarks/bench_models.py [--geometry paper,quickstart] [--device auto|cpu|cuda]
                                       [--steps 2] [--rounds 5] [--threads 1] [--clock auto|cpu|wall] [--infer]
+                                      [--components] [--profile N]
 
-Prints a table per geometry, writes benchmarks/results/bench_models.json, and prints as its last
-stdout line a JSON object whose ``step_ratio`` and ``mac_ratio`` are those of the first geometry
-(each geometry's own are under ``geometries``).
+``--components`` also times BAFE-Net without its LSK module, without the exchange, and without
+both (same rounds, same batch), so the step time beyond the MACs can be put on a part of the head.
+``--profile N`` runs one train step of each model under ``torch.profiler`` and prints its N most
+expensive operators (self time, grouped by input shape).
+
+Where BAFE-Net's step goes beyond its MACs (paper geometry, CPU, 1 thread, 2026-12-02,
+``--components --profile 12``): step ratio 1.758 for a MAC ratio of 1.568. Without the LSK module it
+is 1.580 for 1.535, and without LSK module and exchange 1.567 for 1.497: the segmentation tower,
+the conv-BN blocks and the exchange cost about what their MACs predict (within 3-5%), and the LSK
+module (P3-P5) holds the rest, ~0.5 s of the ~4.9 s step for 2% of the MACs. Inside it (profiled on
+its own at P3): oneDNN's depth-wise weight gradients (the 5x5 and the dilated 7x7, 40-55 ms each,
+~20x their forward; a grouped-convolution or per-tap formulation of the same gradient measured 2x
+and 10x slower), the NCHW <-> channels-last copies around it, and the phase copies of the dilated
+conv. Rounds vary by +-10% on this shared VM, so compare ratios, not milliseconds. Freshly
+allocated large tensors also page-fault here: ``THP_MEM_ALLOC_ENABLE=1`` (PyTorch's huge pages for
+CPU tensors >= 2 MB) cut BAFE-Net's step 12% and FCOS's 7% (ratio 1.76 -> 1.66), and did nothing
+for the 128 px quickstart training, so irstdlab does not set it.
 """
 
 from __future__ import annotations
@@ -145,21 +160,33 @@ def interleaved(fns: dict[str, Callable[[], None]], steps: int, rounds: int, dev
     return times
 
 
+# BAFE-Net with parts of its head switched off (--components): which part's time exceeds its MACs
+COMPONENTS = {
+    "bafenet-no-lsk": {"name": "bafenet", "lsk_module": False},
+    "bafenet-no-exchange": {"name": "bafenet", "exchange": "none"},
+    "bafenet-neither": {"name": "bafenet", "lsk_module": False, "exchange": "none"},
+}
+
+
 def bench_geometry(key: str, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     geometry = GEOMETRIES[key]
+    configs = {name: model_config(geometry, name) for name in MODELS}
+    if args.components:
+        configs |= {label: model_config(geometry, "bafenet") | fields for label, fields in COMPONENTS.items()}
     models, rows = {}, {}
-    for name in MODELS:
+    for label, config in configs.items():
         torch.manual_seed(0)
-        models[name] = build(model_config(geometry, name)).to(device)
-        report = profile(models[name], (geometry.size, geometry.size))
-        rows[name] = {"config": model_config(geometry, name), "params": report.params, "macs": report.macs,
-                      "gmacs": round(report.gmacs, 3)}
+        models[label] = build(config).to(device)
+        report = profile(models[label], (geometry.size, geometry.size))
+        rows[label] = {"config": config, "params": report.params, "macs": report.macs, "gmacs": round(report.gmacs, 3)}
     images, targets = make_batch(geometry.batch, geometry.size, device)
     train = interleaved({n: _train_step(m, images, targets) for n, m in models.items()}, args.steps, args.rounds, device,
                         args.clock)
-    for name in MODELS:
-        rows[name]["train_step_ms"] = 1e3 * statistics.median(train[name])
-        rows[name]["train_step_ms_rounds"] = [round(1e3 * s, 1) for s in train[name]]
+    for label in configs:
+        rows[label]["train_step_ms"] = 1e3 * statistics.median(train[label])
+        rows[label]["train_step_ms_rounds"] = [round(1e3 * s, 1) for s in train[label]]
+        rows[label]["step_ratio"] = round(statistics.median(t / f for t, f in zip(train[label], train["fcos"])), 4)
+        rows[label]["mac_ratio"] = round(rows[label]["macs"] / rows["fcos"]["macs"], 4)
     step_ratios = [b / f for b, f in zip(train["bafenet"], train["fcos"])]
     result: dict[str, Any] = {
         "geometry": key, "clock": args.clock, "preset": geometry.preset, "size": geometry.size, "batch": geometry.batch,
@@ -174,18 +201,50 @@ def bench_geometry(key: str, args: argparse.Namespace, device: torch.device) -> 
         for name in MODELS:
             rows[name]["infer_step_ms"] = 1e3 * statistics.median(infer[name])
         result["infer_ratio"] = round(statistics.median(b / f for b, f in zip(infer["bafenet"], infer["fcos"])), 4)
+    if args.profile:
+        result["profile"] = {name: top_operators(models[name], images, targets, args.profile) for name in MODELS}
     return result
+
+
+def top_operators(model: torch.nn.Module, images: torch.Tensor, targets: list[dict], n: int) -> list[dict[str, Any]]:
+    """The ``n`` operators with the most self time in one train step (after a warm-up step),
+    grouped by input shape: [{"op", "shapes", "calls", "self_ms"}]."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    step = _train_step(model, images, targets)
+    step()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if images.is_cuda else [])
+    with torch_profile(activities=activities, record_shapes=True) as prof:
+        step()
+    _sync(images.device)
+    events = prof.key_averages(group_by_input_shape=True)
+    key = "self_device_time_total" if images.is_cuda else "self_cpu_time_total"
+    ranked = sorted(events, key=lambda e: -getattr(e, key))[:n]
+    return [{"op": e.key, "shapes": str(e.input_shapes)[:100], "calls": e.count, "self_ms": round(getattr(e, key) / 1e3, 1)}
+            for e in ranked]
 
 
 def print_table(result: dict[str, Any], device: torch.device) -> None:
     print(f"{result['geometry']}: {result['preset']}, {result['size']}x{result['size']}, batch {result['batch']}, {device}, "
           f"{result['clock']} clock")
-    print(f"{'model':<10}{'params':>14}{'GMACs':>9}{'train ms/step':>15}{'infer ms/step':>15}  rounds (train ms)")
+    width = max(10, *(len(name) + 1 for name in result["rows"]))
+    print(f"{'model':<{width}}{'params':>14}{'GMACs':>9}{'train ms/step':>15}{'infer ms/step':>15}  rounds (train ms)")
     for name, r in result["rows"].items():
         infer = f"{r['infer_step_ms']:>15.1f}" if "infer_step_ms" in r else f"{'-':>15}"
-        print(f"{name:<10}{r['params']:>14,}{r['gmacs']:>9.2f}{r['train_step_ms']:>15.1f}{infer}  {r['train_step_ms_rounds']}")
+        print(f"{name:<{width}}{r['params']:>14,}{r['gmacs']:>9.2f}{r['train_step_ms']:>15.1f}{infer}  {r['train_step_ms_rounds']}")
     print(f"step ratio bafenet/fcos {result['step_ratio']:.3f} (rounds {result['step_ratio_rounds']}), "
           f"MAC ratio {result['mac_ratio']:.3f}")
+    parts = [label for label in result["rows"] if label not in MODELS]
+    if parts:
+        print("BAFE-Net with parts of its head off, against FCOS (step ratio beside MAC ratio):")
+        for label in parts:
+            r = result["rows"][label]
+            print(f"  {label:<22} step {r['step_ratio']:.3f}  MACs {r['mac_ratio']:.3f}  {r['train_step_ms']:8.1f} ms/step")
+    for name, ops in result.get("profile", {}).items():
+        print(f"{name}: the {len(ops)} operators with the most self time in one train step")
+        for op in ops:
+            print(f"  {op['self_ms']:9.1f} ms  x{op['calls']:<4} {op['op']:<32} {op['shapes']}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -199,14 +258,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="auto: process CPU time on a CPU device (what the step costs, not how long it waited "
                              "for a shared core; use with --threads 1), wall time on CUDA")
     parser.add_argument("--infer", action="store_true", help="also time eval inference")
+    parser.add_argument("--components", action="store_true",
+                        help="also time BAFE-Net without its LSK module / exchange / both")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="print the N most expensive operators of one train step per model (torch.profiler)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     keys = [k.strip() for k in args.geometry.split(",") if k.strip()]
     unknown = [k for k in keys if k not in GEOMETRIES]
     if not keys or unknown:
         parser.error(f"--geometry: unknown {unknown or keys}; choose from {', '.join(GEOMETRIES)}")
-    if args.steps < 1 or args.rounds < 1:
-        parser.error("--steps and --rounds must be >= 1")
+    if args.steps < 1 or args.rounds < 1 or args.profile < 0:
+        parser.error("--steps and --rounds must be >= 1, --profile >= 0")
     missing = [m for m in MODELS if m not in set(list_models())]
     if missing:
         parser.error(f"models not registered in this checkout: {missing}")
