@@ -28,6 +28,15 @@ Measured on the shared 2-core CPU machine:
   1.032 without it (goal 1.05); 1.083 with a fresh actor per trial. Training itself varied by
   +-3% between the three runs (34.7-37.0 s per trial), as large as the whole overhead.
   Earlier (2026-11-21, other jobs running, 4 x 3 epochs, 96 images, fresh actors): ratio 1.18.
+  Again on 2026-12-02 on a faster machine (plain loop 30.7-32.1 s per trial, so each fixed second
+  weighs 1.6x more): before the meta-device FLOP count, ratio 1.190 (1.137 without Ray's 6.4 s
+  start), trial set-up 0.36 s; after it, 1.339 (1.279) and 1.126 (1.072), set-up 0.12 and 0.09 s.
+  Between these runs the search trials' training varied 22.1-25.2 s and evaluation 8.4-10.3 s for
+  the same work while the plain loop's stayed within 5%: Ray's own processes (raylet, GCS, dashboard,
+  agents: ~7% of a core when idle, more while trials report) share the 2 cores, and Ray runs trial
+  actors at nice 15. What the harness adds per trial: Ray's worker start and scheduling 1.85 s
+  (a fresh actor for the first trial, then Tune's start and stop), set-up 0.09 s, report
+  hand-over 0.2 s, driver callbacks 0.03 s.
 * efficiency (2026-12-01, 25 seeds, quickstart ASHA: grace 3, max 4, rf 2, tie 0.01, min_compared 2,
   stop_within model.name), grid 15 configs / 60 trial-epochs, best 0.5628 (BAFE-Net lr 6e-4 p 0.25,
   the only config within 0.01): median (IQR) of the fraction of the grid's trial-epochs
