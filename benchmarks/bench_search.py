@@ -49,6 +49,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -143,35 +144,71 @@ def breakdown(run_: dict, n: int) -> dict[str, float]:
     return rows
 
 
-def overhead(folder: Path, images: int, epochs: int, n: int, fresh_actors: bool) -> dict:
-    import ray
-    import torch
-
-    from irstdlab.harness.search import start_ray
+def overhead_child(kind: str, folder: Path, images: int, epochs: int, n: int, fresh_actors: bool) -> dict:
+    """One side of the overhead benchmark, in a Python of its own (``--child``): the plain loop, or
+    Ray's start, the search (and optionally the fresh-actor search) and Ray's shutdown."""
     from irstdlab.harness.space_loader import load
 
     space_path = write_space(folder, "overhead", images=images, samples=n, epochs=epochs, sampler="grid", seed=0)
-    space = load(str(space_path))
-    points = space.grid()[:n]
-    torch.set_num_threads(1)  # a Tune trial gets one CPU: give the plain loop the same
-    runs = {"plain loop": plain_loop(space, points, folder)}
+    if kind == "plain":
+        import torch
+
+        torch.set_num_threads(1)  # a Tune trial gets one CPU: give the plain loop the same
+        space = load(str(space_path))
+        return plain_loop(space, space.grid()[:n], folder)
+    import ray
+
+    from irstdlab.harness.search import start_ray
+
     t0 = time.perf_counter()
-    start_ray(None, 2)
-    ray_start = time.perf_counter() - t0
-    runs["search"] = searched(space_path, folder / "runs", "reused", n, reuse_actors=True)
+    start_ray(None, 2, dashboard=False)  # what ``irstdlab search`` starts for direct trials
+    out: dict = {"ray_start_s": time.perf_counter() - t0}
+    out["search"] = searched(space_path, folder / "runs", "reused", n, reuse_actors=True)
     if fresh_actors:
-        runs["search, fresh actors"] = searched(space_path, folder / "runs", "fresh", n, reuse_actors=False)
+        out["fresh"] = searched(space_path, folder / "runs", "fresh", n, reuse_actors=False)
+    t0 = time.perf_counter()
     ray.shutdown()
-    tables = {label: breakdown(r, n) for label, r in runs.items()}
-    plain = runs["plain loop"]["wall_s"]
-    out = {"trials": n, "epochs": epochs, "images": images, "plain_s": plain, "search_s": runs["search"]["wall_s"],
-           "ray_start_s": ray_start, "ratio": (runs["search"]["wall_s"] + ray_start) / plain,
-           "ratio_without_ray_start": runs["search"]["wall_s"] / plain,
-           "per_trial_s": tables, "driver_hooks_s": runs["search"]["driver_hooks_s"],
-           "reused_actor_trials": int(sum(t["warm_actor"] for t in runs["search"]["trials"]))}
+    out["ray_stop_s"] = time.perf_counter() - t0
+    return out
+
+
+def in_fresh_python(kind: str, folder: Path, images: int, epochs: int, n: int, fresh_actors: bool) -> dict:
+    """Run ``overhead_child`` in a new interpreter; its result plus ``process_s``, the wall time a user
+    waits for it from the interpreter's start (imports, and Ray's start and stop for the search)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, "--child-folder", str(folder),
+           "--images", str(images), "--epochs", str(epochs), "--trials", str(n)] + (["--fresh-actors"] * fresh_actors)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"the {kind} side failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+    return {**json.loads(proc.stdout.strip().splitlines()[-1]), "process_s": wall}
+
+
+def overhead(folder: Path, images: int, epochs: int, n: int, fresh_actors: bool) -> dict:
+    """Both sides in fresh interpreters, one after the other. ``ratio``: the search's wall time plus
+    Ray's start against the plain loop's, neither counting its imports; ``ratio_end_to_end``: the two
+    processes' wall times, each from its interpreter's start (what a user waits for either way)."""
+    plain = in_fresh_python("plain", folder / "plain", images, epochs, n, False)
+    child = in_fresh_python("search", folder / "search", images, epochs, n, fresh_actors)
+    runs = {"plain loop": plain, "search": child["search"]}
     if fresh_actors:
-        fresh = runs["search, fresh actors"]["wall_s"]
-        out.update(fresh_s=fresh, ratio_fresh_actors=(fresh + ray_start) / plain)
+        runs["search, fresh actors"] = child["fresh"]
+    tables = {label: breakdown(r, n) for label, r in runs.items()}
+    ray_start = child["ray_start_s"]
+    out = {"trials": n, "epochs": epochs, "images": images, "plain_s": plain["wall_s"],
+           "search_s": child["search"]["wall_s"], "ray_start_s": ray_start, "ray_stop_s": child["ray_stop_s"],
+           "ratio": (child["search"]["wall_s"] + ray_start) / plain["wall_s"],
+           "ratio_without_ray_start": child["search"]["wall_s"] / plain["wall_s"],
+           "plain_process_s": plain["process_s"], "search_process_s": child["process_s"],
+           "per_trial_s": tables, "driver_hooks_s": child["search"]["driver_hooks_s"],
+           "reused_actor_trials": int(sum(t["warm_actor"] for t in child["search"]["trials"]))}
+    if not fresh_actors:  # the end-to-end wall holds only the reused-actor search
+        out["ratio_end_to_end"] = child["process_s"] / plain["process_s"]
+    else:
+        fresh = child["fresh"]["wall_s"]
+        out.update(fresh_s=fresh, ratio_fresh_actors=(fresh + ray_start) / plain["wall_s"])
     return out
 
 
@@ -190,6 +227,10 @@ def format_overhead(r: dict) -> str:
                  f"{r['ray_start_s']:.1f} s -> ratio {r['ratio']:.3f} ({r['ratio_without_ray_start']:.3f} without "
                  f"Ray's start-up; goal <= 1.05)"
                  + (f"; with a fresh actor per trial {r['ratio_fresh_actors']:.3f}" if "fresh_s" in r else ""))
+    if "ratio_end_to_end" in r:
+        lines.append(f"end to end, each from a fresh interpreter: plain loop {r['plain_process_s']:.1f} s, irstdlab "
+                     f"search {r['search_process_s']:.1f} s (imports, Ray's start and {r['ray_stop_s']:.1f} s stop "
+                     f"included) -> ratio {r['ratio_end_to_end']:.3f}")
     return "\n".join(lines)
 
 
@@ -232,7 +273,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2, help="record-grid: trials trained side by side")
     ap.add_argument("--table", type=Path, default=None, help="the recorded table (default: replay_quickstart.csv)")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--child", choices=("plain", "search"), help=argparse.SUPPRESS)  # one overhead side
+    ap.add_argument("--child-folder", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.child:
+        child = overhead_child(args.child, args.child_folder, args.images, args.epochs, args.trials, args.fresh_actors)
+        print(json.dumps(child, default=str))
+        return 0
     sys.path.insert(0, str(Path(__file__).resolve().parent))  # replay.py / replay_record.py beside this file
     import replay
     import replay_record

@@ -269,7 +269,7 @@ def run_search(opts: SearchOptions, out: Any = sys.stdout) -> SearchOutcome | No
         for point in preview:
             print(f"    {point}", file=out)
         return None
-    started = start_ray(opts.address, opts.num_cpus)
+    started = start_ray(opts.address, opts.num_cpus, dashboard=opts.resources.resolved_backend() == "train")
     try:
         from irstdlab.harness.ray_logs import attach_log_file
 

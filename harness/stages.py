@@ -225,7 +225,7 @@ def run_staged(opts: Any, out: Any = sys.stdout) -> Any:
         _save(state, search_dir)
     progress = state["stages"]
     group_by = space.stages.tune.group_by
-    started = start_ray(opts.address, opts.num_cpus)
+    started = start_ray(opts.address, opts.num_cpus, dashboard=opts.resources.resolved_backend() == "train")
     interrupted = False
     try:
         from irstdlab.harness.ray_logs import attach_log_file
