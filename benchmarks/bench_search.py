@@ -178,31 +178,36 @@ def in_fresh_python(kind: str, folder: Path, images: int, epochs: int, n: int, f
     folder.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, "--child-folder", str(folder),
            "--images", str(images), "--epochs", str(epochs), "--trials", str(n)] + (["--fresh-actors"] * fresh_actors)
+    # Ray gives a 1-CPU trial OMP_NUM_THREADS=1 (which also holds numpy's BLAS and the evaluation's
+    # other native code to one thread); the plain loop gets the same, so both do the same work alike
+    env = {**os.environ, "OMP_NUM_THREADS": "1"} if kind == "plain" else None
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"the {kind} side failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
     return {**json.loads(proc.stdout.strip().splitlines()[-1]), "process_s": wall}
 
 
-def overhead(folder: Path, images: int, epochs: int, n: int, fresh_actors: bool) -> dict:
-    """Both sides in fresh interpreters, one after the other. ``ratio``: the search's wall time plus
-    Ray's start against the plain loop's, neither counting its imports; ``ratio_end_to_end``: the two
-    processes' wall times, each from its interpreter's start (what a user waits for either way)."""
-    plain = in_fresh_python("plain", folder / "plain", images, epochs, n, False)
-    child = in_fresh_python("search", folder / "search", images, epochs, n, fresh_actors)
+def overhead_round(folder: Path, images: int, epochs: int, n: int, fresh_actors: bool, search_first: bool) -> dict:
+    """One round: both sides in fresh interpreters, one after the other. ``ratio``: the search's wall
+    time plus Ray's start against the plain loop's, neither counting its imports; ``ratio_end_to_end``:
+    the two processes' wall times, each from its interpreter's start (what a user waits for)."""
+    sides = ["search", "plain"] if search_first else ["plain", "search"]
+    done = {kind: in_fresh_python(kind, folder / kind, images, epochs, n, fresh_actors and kind == "search")
+            for kind in sides}
+    plain, child = done["plain"], done["search"]
     runs = {"plain loop": plain, "search": child["search"]}
     if fresh_actors:
         runs["search, fresh actors"] = child["fresh"]
-    tables = {label: breakdown(r, n) for label, r in runs.items()}
     ray_start = child["ray_start_s"]
-    out = {"trials": n, "epochs": epochs, "images": images, "plain_s": plain["wall_s"],
-           "search_s": child["search"]["wall_s"], "ray_start_s": ray_start, "ray_stop_s": child["ray_stop_s"],
+    out = {"order": " then ".join(sides), "plain_s": plain["wall_s"], "search_s": child["search"]["wall_s"],
+           "ray_start_s": ray_start, "ray_stop_s": child["ray_stop_s"],
            "ratio": (child["search"]["wall_s"] + ray_start) / plain["wall_s"],
            "ratio_without_ray_start": child["search"]["wall_s"] / plain["wall_s"],
            "plain_process_s": plain["process_s"], "search_process_s": child["process_s"],
-           "per_trial_s": tables, "driver_hooks_s": child["search"]["driver_hooks_s"],
+           "per_trial_s": {label: breakdown(r, n) for label, r in runs.items()},
+           "driver_hooks_s": child["search"]["driver_hooks_s"],
            "reused_actor_trials": int(sum(t["warm_actor"] for t in child["search"]["trials"]))}
     if not fresh_actors:  # the end-to-end wall holds only the reused-actor search
         out["ratio_end_to_end"] = child["process_s"] / plain["process_s"]
@@ -210,6 +215,18 @@ def overhead(folder: Path, images: int, epochs: int, n: int, fresh_actors: bool)
         fresh = child["fresh"]["wall_s"]
         out.update(fresh_s=fresh, ratio_fresh_actors=(fresh + ray_start) / plain["wall_s"])
     return out
+
+
+def overhead(folder: Path, images: int, epochs: int, n: int, fresh_actors: bool, rounds: int = 1) -> dict:
+    """``rounds`` rounds, the order of the two sides flipped every round (this VM's speed drifts by
+    up to 10% over minutes, as much as the overhead itself); the median round is reported, every
+    round's ratios beside it."""
+    results = [overhead_round(folder / f"round{i}", images, epochs, n, fresh_actors, search_first=i % 2 == 1)
+               for i in range(rounds)]
+    median = sorted(results, key=lambda r: r["ratio"])[(rounds - 1) // 2]
+    keys = ("ratio", "ratio_without_ray_start", "ratio_end_to_end", "ratio_fresh_actors")
+    return {"trials": n, "epochs": epochs, "images": images, "rounds": rounds, **median,
+            "per_round": [{"order": r["order"], **{k: r[k] for k in keys if k in r}} for r in results]}
 
 
 def format_overhead(r: dict) -> str:
@@ -231,6 +248,10 @@ def format_overhead(r: dict) -> str:
         lines.append(f"end to end, each from a fresh interpreter: plain loop {r['plain_process_s']:.1f} s, irstdlab "
                      f"search {r['search_process_s']:.1f} s (imports, Ray's start and {r['ray_stop_s']:.1f} s stop "
                      f"included) -> ratio {r['ratio_end_to_end']:.3f}")
+    if r["rounds"] > 1:
+        lines.append(f"the median of {r['rounds']} rounds (the order flips every round) is shown above; every round: "
+                     + "; ".join(f"{p['order']}: {p['ratio']:.3f}" + (f" (end to end {p['ratio_end_to_end']:.3f})"
+                                 if "ratio_end_to_end" in p else "") for p in r["per_round"]))
     return "\n".join(lines)
 
 
@@ -265,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fresh-actors", action="store_true", help="overhead: also search with a new Ray actor per "
                     "trial (reuse_actors=False), side by side")
     ap.add_argument("--trials", type=int, default=4, help="trials of the overhead benchmark")
+    ap.add_argument("--rounds", type=int, default=1, help="overhead: rounds of both sides, the order flipped "
+                    "every round; the median round is reported")
     ap.add_argument("--seeds", type=int, default=25, help="searcher seeds 0..N-1 replayed per method")
     ap.add_argument("--tolerance", type=float, default=0.01, help="target: within this of the grid's best")
     ap.add_argument("--budget", type=float, default=1.0, help="a replay's budget, in grid trial-epochs")
@@ -276,6 +299,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--child", choices=("plain", "search"), help=argparse.SUPPRESS)  # one overhead side
     ap.add_argument("--child-folder", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    for flag in ("trials", "epochs", "images", "rounds"):
+        if getattr(args, flag) < 1:
+            print(f"error: --{flag} must be at least 1, got {getattr(args, flag)}", file=sys.stderr)
+            return 2
     if args.child:
         child = overhead_child(args.child, args.child_folder, args.images, args.epochs, args.trials, args.fresh_actors)
         print(json.dumps(child, default=str))
@@ -290,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         results["record_grid"] = {"table": str(path)}
     with tempfile.TemporaryDirectory(prefix="bench-search-") as tmp:
         if args.part in ("overhead", "both"):
-            r = overhead(Path(tmp), args.images, args.epochs, args.trials, args.fresh_actors)
+            r = overhead(Path(tmp), args.images, args.epochs, args.trials, args.fresh_actors, args.rounds)
             results["overhead"] = r
             print(format_overhead(r), flush=True)
     if args.part in ("efficiency", "both"):
