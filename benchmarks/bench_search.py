@@ -2,10 +2,13 @@
 
 1. Harness overhead, on the built-in synthetic set: the same N small trials through
    ``irstdlab search`` (direct trials, one at a time, no early stopping) and through a plain Python
-   loop calling ``run_trial``; prints a table of where each trial's time goes (Ray's worker start and
+   loop calling ``run_trial``, each side in a fresh interpreter (the plain one with
+   ``OMP_NUM_THREADS=1``, as Ray gives a 1-CPU trial), ``--rounds`` times with the order flipped
+   every round (median round reported); prints a table of where each trial's time goes (Ray's worker start and
    scheduling, imports, set-up, data and model build, first iteration, training, evaluation,
    checkpoint writes, report hand-over, the driver's callbacks) and the wall-time ratio with and
-   without Ray's one-off start-up (goal <= 1.05 for 4 trials x 2 epochs on 64 images);
+   without Ray's one-off start-up (goal <= 1.05 for 4 trials x 2 epochs on 64 images), and end to
+   end (each process's wall time from its interpreter's start: imports, Ray's start and stop);
    ``--fresh-actors`` adds a search with a new Ray actor per trial beside it.
 2. Search efficiency, replayed (``replay.py``): ASHA+TPE, ASHA+random, TPE, random and the grid
    (random order), each over 25 searcher seeds, against ``replay_quickstart.csv``, a grid over the
@@ -14,13 +17,23 @@
    full-fidelity trial within 0.01 of the grid's best (goal: ASHA+TPE <= 25% and below random).
 3. ``record-grid`` retrains that table (``replay_record.py``; ~25 min on 2 cores, run it niced).
 
-    python benchmarks/bench_search.py --part overhead [--trials 4 --epochs 2 --images 64] [--fresh-actors]
+    python benchmarks/bench_search.py --part overhead [--trials 4 --epochs 2 --images 64] [--rounds 3] [--fresh-actors]
     python benchmarks/bench_search.py [--part overhead|efficiency|both] [--seeds 25] [--json F]
     nice -n 5 python benchmarks/bench_search.py --part record-grid   # rewrites replay_quickstart.csv
 
 The last stdout line is one JSON object with the results.
 
 Measured on the shared 2-core CPU machine:
+* overhead (2026-12-03, ``--rounds 3``; Ray started without its dashboard for direct trials, the
+  plain loop with OMP_NUM_THREADS=1), 4 BAFE-Net grid trials x 2 epochs, 64 images: per round
+  1.031, 1.078 (search first), 1.000 -> median 1.031 (1.004 without Ray's 8.6 s start; end to end
+  1.043, rounds 1.043 / 1.088 / 1.011). Median round: plain loop 314.3 s (78.6 s a trial), search
+  315.4 s; per trial the harness adds Ray's worker start and scheduling 3.07 s (the first trial's
+  fresh actor imports torch, torchvision and Ray Tune: ~6 s here), set-up 0.22 s, hand-over 0.19 s,
+  driver callbacks 0.09 s. Training alone varied 53.9-57.5 s a trial between the sides of one
+  round, more than the whole overhead: compare medians of several rounds. Without ``OMP_NUM_THREADS=1``
+  the plain loop's evaluation ran ~5% faster (numpy and OpenCV on two threads), which made the
+  earlier single-round ratios read high (1.056 and 1.127 today in the old set-up).
 * overhead (2026-12-02, nothing else running, --fresh-actors), 4 BAFE-Net grid trials x 2 epochs,
   64 images, mean seconds per trial: plain loop 51.2, search 52.8 (Ray worker start and scheduling
   1.37, trial set-up with the FLOP count 0.33, report hand-over 0.19, driver callbacks 0.05; 3 of 4

@@ -120,6 +120,23 @@ def test_diverging_trial_is_a_failed_row_and_the_search_goes_on(tmp_path):
 
 # ---------------------------------------------------------------------------------- no Ray needed
 @pytest.mark.timeout(120)
+def test_ray_for_direct_trials_starts_without_its_dashboard():
+    """A search of direct trials starts the embedded Ray without its dashboard (nothing of theirs
+    uses it, and it costs seconds of start-up); nested Ray Train runs get it (test_search_cluster)."""
+    import ray
+
+    from irstdlab.harness import ray_runtime
+    from irstdlab.harness.search_tuner import start_ray
+
+    assert start_ray(None, 1, dashboard=False)
+    try:
+        assert not ray._private.worker.get_dashboard_url()  # "" when Ray runs without it
+        ray_runtime.check_loopback()
+        assert not start_ray(None, 1, dashboard=False)  # an existing Ray is joined, never restarted
+    finally:
+        ray.shutdown()
+
+
 def test_plan_validation_without_ray(tmp_path):
     from irstdlab.harness.errors import ConfigError
     from irstdlab.harness.search import SearchOptions, check_models, prepare
