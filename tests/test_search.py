@@ -118,7 +118,6 @@ def test_diverging_trial_is_a_failed_row_and_the_search_goes_on(tmp_path):
     assert len(ok) == 1 and ok.iloc[0]["epochs_completed"] == 1
 
 
-# ---------------------------------------------------------------------------------- no Ray needed
 @pytest.mark.timeout(120)
 def test_ray_for_direct_trials_starts_without_its_dashboard():
     """A search of direct trials starts the embedded Ray without its dashboard (nothing of theirs
@@ -128,6 +127,8 @@ def test_ray_for_direct_trials_starts_without_its_dashboard():
     from irstdlab.harness import ray_runtime
     from irstdlab.harness.search_tuner import start_ray
 
+    if ray.is_initialized():  # a Ray left by an earlier test would be joined, not started
+        ray.shutdown()
     assert start_ray(None, 1, dashboard=False)
     try:
         assert not ray._private.worker.get_dashboard_url()  # "" when Ray runs without it
@@ -137,6 +138,8 @@ def test_ray_for_direct_trials_starts_without_its_dashboard():
         ray.shutdown()
 
 
+# ---------------------------------------------------------------------------------- no Ray needed
+@pytest.mark.timeout(120)
 def test_plan_validation_without_ray(tmp_path):
     from irstdlab.harness.errors import ConfigError
     from irstdlab.harness.search import SearchOptions, check_models, prepare
