@@ -14,6 +14,7 @@ they are re-raised with the full dotted path.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -29,6 +30,14 @@ _NONE_TYPE = type(None)
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 ALLOW_INF = "allow_inf"  # dataclass field metadata key: this float field may be +-inf
 _INFINITIES = {"inf": math.inf, "+inf": math.inf, "infinity": math.inf, "-inf": -math.inf, "-infinity": -math.inf}
+
+
+@functools.cache
+def type_hints(cls: type) -> dict[str, Any]:
+    """``get_type_hints(cls)``, resolved once per class: resolving the string annotations of
+    ``from __future__ import annotations`` compiles each one, and a search driver builds a trial's
+    config tree per trial (measured ~4 ms a trial on the 2-core CPU machine)."""
+    return get_type_hints(cls)
 
 
 def _describe(value: Any) -> str:
@@ -133,7 +142,7 @@ def from_dict(cls: type, data: dict[str, Any], path: str = "") -> Any:
     """Build dataclass ``cls`` from ``data``, checking keys, types and ``validate()``."""
     if not isinstance(data, dict):
         raise ConfigError(f"{path or cls.__name__}: expected a mapping, got {_describe(data)}")
-    hints = get_type_hints(cls)
+    hints = type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     prefix = f"{path}." if path else ""
     unknown = sorted(set(data) - set(fields))
@@ -229,7 +238,7 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 def field_paths(cls: type, prefix: str = "") -> dict[str, Any]:
     """Every leaf ``dotted.path -> annotation`` of a dataclass tree (used by search-space checks)."""
     out: dict[str, Any] = {}
-    for name, tp in get_type_hints(cls).items():
+    for name, tp in type_hints(cls).items():
         if name not in {f.name for f in dataclasses.fields(cls)}:
             continue
         path = f"{prefix}{name}"

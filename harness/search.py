@@ -5,7 +5,7 @@ filesystem URI such as ``s3://bucket/prefix``: harness/search_storage.py):
 
 * ``<storage>/<name>/``: Tune's experiment (trials, checkpoints, searcher state) plus ours:
   ``irstdlab-search.json`` (the space's text and hash, the budget actually used),
-  ``asha_state.json`` (ASHA rungs, restored on resume), ``optuna-journal.log`` (the Optuna study
+  ``asha_rungs.jsonl`` (ASHA rung records, replayed on resume), ``optuna-journal.log`` (the Optuna study
   for ``optuna.load_study`` / optuna-dashboard), ``train/`` (runs of nested Train trials).
 * ``<storage>/leaderboard/``: the Parquet leaderboard (``search=<name>`` partition), compacted to one
   file per search when the search ends.
@@ -44,7 +44,7 @@ from irstdlab.harness.space_loader import SearchSpace
 from irstdlab.harness.space_sections import refuse_fixed_and_searched
 
 STATE_FILE = "irstdlab-search.json"
-ASHA_FILE = "asha_state.json"
+ASHA_FILE = "asha_rungs.jsonl"
 RAY_LOG = "ray.log"  # Ray's own log lines of the search's driver
 JOURNAL_FILE = "optuna-journal.log"
 DEFAULT_STORAGE = "./irstdlab-runs"

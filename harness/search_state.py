@@ -1,6 +1,6 @@
 """Reading a search's own state files back on ``--resume``, with one line per problem.
 
-``irstdlab-search.json`` (the plan: space text, hash, budget, resources) and ``asha_state.json``
+``irstdlab-search.json`` (the plan: space text, hash, budget, resources) and ``asha_rungs.jsonl``
 (the ASHA rungs) are written by ``harness.search`` and ``asha.PersistentASHA``. A
 disk that filled up, a copy cut short or a hand edit leaves them truncated or missing keys;
 that must not surface as a ``KeyError`` from deep inside Ray. Every problem is a
@@ -26,6 +26,7 @@ SEARCH_STATE_KEYS: dict[str, tuple[type, ...]] = {
     "resources": (dict,), "scheduler": (str,), "max_concurrent": (int, _NONE),
 }
 SCHEDULERS = ("asha", "none")
+LEGACY_ASHA_FILE = "asha_state.json"  # the ASHA state of searches started before its record file
 
 
 def has_tune_snapshot(path: str, filesystem: Any = None) -> bool:
@@ -116,22 +117,62 @@ def read_search_state(path: Path | str, resource_fields: set[str]) -> dict[str, 
 
 
 def check_asha_state(path: Path | str) -> None:
-    """``asha_state.json`` as ``PersistentASHA`` writes it: {brackets: [[[milestone, {trial: value}]]]}."""
-    if not search_storage.exists(str(path)):
+    """The ASHA record file (``asha.PersistentASHA``: one JSON object per line, the last one possibly
+    cut off by a kill), or, for a search started before it, the whole-state ``asha_state.json``
+    beside it."""
+    ref = str(path)
+    if not search_storage.exists(ref):
+        legacy = search_storage.join(search_storage.parent(ref), LEGACY_ASHA_FILE)
+        if search_storage.exists(legacy):
+            state = _read_json(legacy, "ASHA scheduler state")
+            _check_asha_snapshot(legacy, state, "")
         return
-    state = _read_json(path, "ASHA scheduler state")
+    try:
+        data = search_storage.read_bytes(ref)
+    except OSError as exc:
+        raise cannot_resume(path, f"cannot read the ASHA record file ({exc.strerror or exc})") from None
+    lines = data.splitlines(keepends=True)
+    if lines and not lines[-1].endswith(b"\n"):
+        lines.pop()  # cut off mid-write: its decision never reached Tune, and the replay skips it
+    for number, line in enumerate(lines, start=1):
+        try:
+            record = json.loads(line)
+        except ValueError:  # JSONDecodeError and UnicodeDecodeError
+            raise cannot_resume(path, f"line {number} of the ASHA record file is not valid JSON") from None
+        where = f"line {number}: "
+        if not isinstance(record, dict):
+            raise cannot_resume(path, f"{where}expected a JSON object")
+        if "snapshot" in record:
+            _check_asha_snapshot(path, record["snapshot"], where + "snapshot.")
+            continue
+        if not isinstance(record.get("trial"), str):
+            raise cannot_resume(path, f"{where}trial: expected a trial id")
+        if not _is(record.get("num_stopped", 0), (int,)):
+            raise cannot_resume(path, f"{where}num_stopped: expected an integer")
+        if not isinstance(record.get("decision", {}), dict):
+            raise cannot_resume(path, f"{where}decision: expected an object")
+        rungs = record.get("rungs", [])
+        for r, rung in enumerate(rungs if isinstance(rungs, list) else [None]):
+            ok = (isinstance(rung, list) and len(rung) == 3 and _is(rung[0], (int, str)) and _is(rung[1], (int,))
+                  and _is(rung[2], (int, float)))
+            if not ok:
+                raise cannot_resume(path, f"{where}rungs[{r}]: expected [bracket, milestone, value]")
+
+
+def _check_asha_snapshot(path: Path | str, state: Any, where: str) -> None:
+    """A whole ASHA state: {brackets: [[[milestone, {trial: value}]]], num_stopped, ...}."""
     if not isinstance(state, dict) or not isinstance(state.get("brackets"), list):
-        raise cannot_resume(path, "the ASHA state misses its 'brackets' list")
+        raise cannot_resume(path, f"{where}the ASHA state misses its 'brackets' list")
     if not _is(state.get("num_stopped", 0), (int,)):
-        raise cannot_resume(path, "num_stopped: expected an integer")
+        raise cannot_resume(path, f"{where}num_stopped: expected an integer")
     for b, rungs in enumerate(state["brackets"]):
         if not isinstance(rungs, list):
-            raise cannot_resume(path, f"brackets[{b}]: expected a list of rungs")
+            raise cannot_resume(path, f"{where}brackets[{b}]: expected a list of rungs")
         for r, rung in enumerate(rungs):
             ok = (isinstance(rung, list) and len(rung) == 2 and _is(rung[0], (int,)) and isinstance(rung[1], dict)
                   and all(_is(v, (int, float)) for v in rung[1].values()))
             if not ok:
-                raise cannot_resume(path, f"brackets[{b}][{r}]: expected [milestone, {{trial: value}}]")
+                raise cannot_resume(path, f"{where}brackets[{b}][{r}]: expected [milestone, {{trial: value}}]")
 
 
 def check_journal(path: Path | str) -> None:
@@ -171,5 +212,5 @@ def drop_cut_off_record(path: Path) -> None:
             f.truncate(data.rfind(b"\n") + 1)
 
 
-__all__ = ["SEARCH_STATE_KEYS", "cannot_resume", "check_asha_state", "check_journal", "drop_cut_off_record", "read_search_state", "refuse_plan_changes_on_resume",
+__all__ = ["LEGACY_ASHA_FILE", "SEARCH_STATE_KEYS", "cannot_resume", "check_asha_state", "check_journal", "drop_cut_off_record", "read_search_state", "refuse_plan_changes_on_resume",
            "stored_space_error"]

@@ -4,7 +4,7 @@
 ``s3://bucket/prefix`` (``leaderboards/storage_uri.py`` resolves it). Tune and Train get
 ``storage_path`` with the matching ``storage_filesystem``, so experiment state, trial checkpoints
 and nested Train runs live there. Our own small state files (``irstdlab-search.json``,
-``asha_state.json``, ``trial_records/``) are read and written through the same filesystem by
+``asha_rungs.jsonl``, ``trial_records/``) are read and written through the same filesystem by
 *reference*: an absolute path on a local disk, the URI elsewhere. A reference is a plain string,
 so it pickles into ``tuner.pkl`` and re-resolves on whichever driver restores the search.
 

@@ -24,6 +24,16 @@ MAX_LEVELS = 5  # P3..P7
 MAX_WIDTH, MAX_DEPTH, MAX_BOXES = 4096, 32, 100_000  # channels, head convs, boxes per image
 
 
+_TYPE_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _type_hints(cls: type) -> dict[str, Any]:
+    """Resolved once per class, as ``harness/configtree.type_hints`` does (validate runs per trial)."""
+    if cls not in _TYPE_HINTS:
+        _TYPE_HINTS[cls] = get_type_hints(cls)
+    return _TYPE_HINTS[cls]
+
+
 def with_model_defaults(data: dict[str, Any]) -> dict[str, Any]:
     """``data`` with the named detector's registered defaults under the keys it leaves out.
 
@@ -184,7 +194,7 @@ class ModelConfig:
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
-        hints = get_type_hints(type(self))
+        hints = _type_hints(type(self))
         for f in dataclasses.fields(self):
             _check_type(f.name, getattr(self, f.name), hints[f.name])
         if not self.name:

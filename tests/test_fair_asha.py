@@ -21,7 +21,7 @@ class _Trial:  # the scheduler reads the id, and the sampled parameters when run
 
 
 def _scheduler(tmp_path, tol: float) -> PersistentASHA:
-    return PersistentASHA(str(tmp_path / "asha.json"), tie_tolerance=tol, time_attr="epoch",
+    return PersistentASHA(str(tmp_path / "asha_rungs.jsonl"), tie_tolerance=tol, time_attr="epoch",
                           metric="val/mAP07", mode="max", max_t=4, grace_period=1, reduction_factor=2)
 
 
@@ -36,7 +36,7 @@ def test_values_within_tolerance_continue_and_say_why(tmp_path):
     s = _scheduler(tmp_path, 0.01)
     decisions = _run(s, [0.004, 0.006, 0.001, 0.0])  # plain ASHA stops the last two
     assert decisions == [s.CONTINUE] * 4
-    last = rung_decisions(str(tmp_path / "asha.json"), "t3")
+    last = rung_decisions(str(tmp_path / "asha_rungs.jsonl"), "t3")
     assert last[-1]["decision"] == "tie_continued" and last[-1]["rung"] == 1 and last[-1]["spread"] == 0.006
     assert "a tie" in describe_decision(last[-1], "val/mAP07")
 
@@ -45,7 +45,7 @@ def test_real_differences_still_stop_with_rung_value_and_cutoff(tmp_path):
     s = _scheduler(tmp_path, 0.01)
     decisions = _run(s, [0.30, 0.20, 0.05])
     assert decisions == [s.CONTINUE, s.STOP, s.STOP] and s._num_stopped == 2
-    (record,) = rung_decisions(str(tmp_path / "asha.json"), "t2")
+    (record,) = rung_decisions(str(tmp_path / "asha_rungs.jsonl"), "t2")
     assert record["decision"] == "stopped" and record["value"] == 0.05
     assert record["cutoff"] == pytest.approx(0.25)
     assert describe_decision(record, "val/mAP07") == "stopped at rung epoch 1: val/mAP07 0.0500 vs cut-off 0.2500"
@@ -60,7 +60,7 @@ def test_zero_tolerance_is_plain_asha_and_decisions_survive_a_restart(tmp_path):
 
 
 def test_rungs_compare_within_a_group_and_judge_only_after_min_compared(tmp_path):
-    s = PersistentASHA(str(tmp_path / "asha.json"), tie_tolerance=0.0, min_compared=2, stop_within="model.name",
+    s = PersistentASHA(str(tmp_path / "asha_rungs.jsonl"), tie_tolerance=0.0, min_compared=2, stop_within="model.name",
                        time_attr="epoch", metric="val/mAP07", mode="max", max_t=4, grace_period=1,
                        reduction_factor=2)
     runs = [("f1", "fcos", 0.50), ("f2", "fcos", 0.48), ("b1", "bafenet", 0.30), ("b2", "bafenet", 0.25),
@@ -73,7 +73,7 @@ def test_rungs_compare_within_a_group_and_judge_only_after_min_compared(tmp_path
     # and the first two of each detector run on; the third of each is judged against its own kind.
     assert got == {"f1": s.CONTINUE, "f2": s.CONTINUE, "b1": s.CONTINUE, "b2": s.CONTINUE,
                    "b3": s.STOP, "f3": s.STOP}
-    state = str(tmp_path / "asha.json")
+    state = str(tmp_path / "asha_rungs.jsonl")
     assert rung_decisions(state, "b2")[-1]["decision"] == "few_continued"
     assert rung_decisions(state, "b3")[-1]["cutoff"] == pytest.approx(0.275)
     restored = PersistentASHA(state, min_compared=2, stop_within="model.name", time_attr="epoch",

@@ -165,7 +165,8 @@ def stored_search(tmp_path) -> tuple[Path, Path]:
                           max_t=3, grace_period=1, reduction_factor=2)
     rungs = asha.rung_state()
     rungs["brackets"][0][0][1]["t1"] = 0.25
-    (search_dir / ASHA_FILE).write_text(json.dumps(rungs))
+    change = {"trial": "t2", "num_stopped": 0, "rungs": [[0, 1, 0.5]]}
+    (search_dir / ASHA_FILE).write_text(json.dumps({"snapshot": rungs}) + "\n" + json.dumps(change) + "\n")
     return storage, search_dir
 
 
@@ -188,9 +189,10 @@ def test_intact_search_state_resumes(stored_search, tmp_path):
     ("irstdlab-search.json", lambda t: json.dumps({**json.loads(t), "space_text": "parameters: [\n"}),
      ("stored search space (space_text) does not load", "line 2")),
     ("irstdlab-search.json", lambda t: "[]", ("not an object",)),
-    ("asha_state.json", lambda t: t[: len(t) - 5], ("not valid JSON",)),
-    ("asha_state.json", lambda t: json.dumps({"num_stopped": 0}), ("'brackets'",)),
-    ("asha_state.json", lambda t: json.dumps({"brackets": [[["x", {}]]]}), ("brackets[0][0]",)),
+    ("asha_rungs.jsonl", lambda t: t[5:], ("line 1 of the ASHA record file is not valid JSON",)),
+    ("asha_rungs.jsonl", lambda t: json.dumps({"snapshot": {"num_stopped": 0}}) + "\n", ("line 1: snapshot.", "'brackets'")),
+    ("asha_rungs.jsonl", lambda t: t.replace('[[0, 1, 0.5]]', '[["x"]]'), ("line 2: rungs[0]",)),
+    ("asha_rungs.jsonl", lambda t: t.replace('"t2"', "2"), ("line 2: trial",)),
 ])
 def test_broken_search_state_is_one_line_and_kept(stored_search, tmp_path, file, damage, words):
     storage, search_dir = stored_search
@@ -199,6 +201,23 @@ def test_broken_search_state_is_one_line_and_kept(stored_search, tmp_path, file,
     before = {p.name: digest(p) for p in search_dir.iterdir()}
     refused(resume_dry_run(storage, tmp_path), str(path), "cannot be resumed", "new --name", *words)
     assert {p.name: digest(p) for p in search_dir.iterdir()} == before
+
+
+def test_a_search_started_before_the_asha_record_file_resumes_and_its_broken_state_is_named(stored_search, tmp_path):
+    from irstdlab.harness.search import ASHA_FILE
+    from irstdlab.harness.search_state import LEGACY_ASHA_FILE
+
+    storage, search_dir = stored_search
+    snapshot = json.loads((search_dir / ASHA_FILE).read_text().splitlines()[0])["snapshot"]
+    (search_dir / ASHA_FILE).unlink()
+    legacy = search_dir / LEGACY_ASHA_FILE
+    legacy.write_text(json.dumps(snapshot))
+    result = resume_dry_run(storage, tmp_path)
+    assert result.returncode == 0, result.stderr
+    legacy.write_text(json.dumps({"brackets": [[["x", {}]]]}))
+    refused(resume_dry_run(storage, tmp_path), str(legacy), "cannot be resumed", "brackets[0][0]")
+    legacy.write_text(json.dumps(snapshot)[:-5])
+    refused(resume_dry_run(storage, tmp_path), str(legacy), "cannot be resumed", "not valid JSON")
 
 
 # ------------------------------------------------------------------------------ config values

@@ -27,7 +27,7 @@ def _asha(path: Path) -> PersistentASHA:
 
 
 def test_asha_rungs_survive_a_restart(tmp_path):
-    path = tmp_path / "asha_state.json"
+    path = tmp_path / "asha_rungs.jsonl"
     first = _asha(path)
     for i, value in enumerate([0.9, 0.8, 0.7]):
         trial = SimpleNamespace(trial_id=f"t{i}")
@@ -36,7 +36,7 @@ def test_asha_rungs_survive_a_restart(tmp_path):
     assert path.is_file()
     bad = SimpleNamespace(trial_id="late")
     # A restarted search (Ray restores the scheduler as pickled at start: empty rungs) ...
-    fresh = _asha(tmp_path / "other.json")
+    fresh = _asha(tmp_path / "other" / "asha_rungs.jsonl")
     fresh.on_trial_add(None, bad)
     assert fresh.on_trial_result(None, bad, {"epoch": 1, "m": 0.1}) == "CONTINUE"  # no records: no cut
     # ... but ours reads the rungs back and cuts the weak newcomer as the first run would have.
