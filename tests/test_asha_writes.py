@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 from dataclasses import dataclass
 
 import pytest
@@ -101,3 +102,34 @@ def test_a_search_started_before_the_record_file_resumes_from_its_whole_state(tm
     again = _scheduler(path)
     again.on_trial_add(None, _Trial("x"))
     assert set(again.rung_state()["brackets"][0][-1][1]) == {"t0", "t1", "late"}
+
+
+def test_on_an_object_store_the_record_file_is_uploaded_whole_and_replays(s3_bucket):
+    """S3 cannot append: each change uploads the whole file (one PUT), and a driver on another
+    machine (nothing remembered in this process) replays it, dropping a cut-off last line."""
+    import pyarrow.fs as pafs
+
+    from irstdlab.harness import search_storage
+
+    ref = f"{s3_bucket}/search/asha_rungs.jsonl"
+    s = _scheduler(ref)
+    for i, value in enumerate([0.9, 0.8, 0.1]):
+        s.on_trial_add(None, _Trial(f"t{i}"))
+        s.on_trial_result(None, _Trial(f"t{i}"), {"epoch": 4, "val/mAP07": value})
+    search_storage.forget(ref)
+    fs = pafs.S3FileSystem(endpoint_override=os.environ["AWS_ENDPOINT_URL"], region="us-east-1")
+    key = ref.removeprefix("s3://")
+    with fs.open_input_stream(key) as f:
+        stored = f.read()
+    assert [json.loads(line)["trial"] for line in stored.splitlines()] == ["t0", "t1", "t2"]
+    with fs.open_output_stream(key) as f:
+        f.write(stored[:-4])  # the last PUT of another writer cut short
+    del s
+    gc.collect()
+    restored = _scheduler(ref)
+    restored.on_trial_add(None, _Trial("t3"))
+    assert set(restored.decisions) == {"t0", "t1"}
+    restored.on_trial_result(None, _Trial("t3"), {"epoch": 4, "val/mAP07": 0.95})
+    search_storage.forget(ref)
+    with fs.open_input_stream(key) as f:
+        assert [json.loads(line)["trial"] for line in f.read().splitlines()] == ["t0", "t1", "t3"]

@@ -53,6 +53,14 @@ def test_driver_simulation_writes_a_row_per_trial(tmp_path):
     assert len(rows) == trials and rows["trial_id"].is_unique
     assert set(rows["status"]) <= {"completed", "early_stopped"}
     assert (rows["status"] == "early_stopped").any(), "ASHA saw the synthetic landscape and cut some trials"
+    # the scheduler's decision reaches the row (read from the live scheduler in the driver) ...
+    stopped = rows[rows["status"] == "early_stopped"]
+    assert stopped["stop_reason"].str.startswith("stopped at rung epoch ").all()
+    # ... and its record file holds one line per change, each decision once
+    records = [json.loads(line) for line in
+               (tmp_path / f"n{trials}" / f"driver{trials}" / "asha_rungs.jsonl").read_text().splitlines()]
+    logged_stops = [r["trial"] for r in records if r.get("decision", {}).get("decision") == "stopped"]
+    assert sorted(logged_stops) == sorted(stopped["trial_id"])
     bench = _bench_module()
     for _, row in rows.iterrows():  # each row holds exactly what its no-op trial reported
         params = json.loads(row["params_json"])
