@@ -327,9 +327,9 @@ def _preview(space: SearchSpace, n: int) -> list[dict[str, Any]]:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = (optuna.samplers.RandomSampler(seed=space.searcher_seed) if space.sampler == "random"
-               else optuna.samplers.TPESampler(seed=space.searcher_seed))
-    study = optuna.create_study(sampler=sampler)
+    from irstdlab.harness.search_sampler import make_sampler
+
+    study = optuna.create_study(sampler=make_sampler(space.sampler, space.searcher_seed))
     for start in space.start_with:  # as make_searcher enqueues them
         study.enqueue_trial(dict(start))
     points = []

@@ -44,12 +44,14 @@ def make_searcher(space: SearchSpace) -> Any:
     from ray.tune.search import Repeater
     from ray.tune.search.optuna import OptunaSearch
 
+    from irstdlab.harness.search_sampler import make_sampler
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = optuna.samplers.RandomSampler(seed=space.searcher_seed) if space.sampler == "random" else None
+    sampler = make_sampler(space.sampler, space.searcher_seed)
     metric = [o.metric for o in space.objectives]
     mode: list[str] = [o.mode for o in space.objectives]
     searcher: Any = OptunaSearch(space.define_by_run(), metric=metric if len(metric) > 1 else metric[0],
-                            mode=mode if len(mode) > 1 else mode[0], sampler=sampler, seed=space.searcher_seed,
+                            mode=mode if len(mode) > 1 else mode[0], sampler=sampler,  # seeded itself
                             points_to_evaluate=[dict(p) for p in space.start_with] or None)  # enqueued first
     if space.seeds > 1:
         searcher = Repeater(searcher, repeat=space.seeds, set_index=True)

@@ -12,7 +12,7 @@ A space file reads like the space (see ``quickstart.yaml``)::
     objective: {metric: val/mAP07, mode: max}     # or a list of two for multi-objective
     budget: {num_samples: 8, max_epochs: 3, grace_period: 1, reduction_factor: 2}
     seeds: 1                         # every sampled configuration runs with seeds 0..N-1
-    sampler: optuna                  # optuna (TPE) | random | grid
+    sampler: optuna                  # optuna (TPE over the 25 best + 500 most recent trials: search_sampler.py) | random | grid
     searcher_seed: 0
     start_with:                      # optional: configurations proposed first (e.g. the paper's defaults)
       - {model.name: bafenet, model.p: 0.5, optim.lr: 1.0e-3}   # left-out parameters are sampled
