@@ -115,7 +115,12 @@ class PersistentASHA(ASHAScheduler):
             return
         trial_id = str(record["trial"])
         for where, milestone, value in record.get("rungs", ()):
-            bracket = self._group_bracket(where) if isinstance(where, str) else self._brackets[int(where)]
+            if isinstance(where, str):
+                bracket = self._group_bracket(where)
+            elif 0 <= int(where) < len(self._brackets):
+                bracket = self._brackets[int(where)]
+            else:
+                continue  # not a bracket of this plan (resume refuses a changed plan before this)
             for m, recorded in bracket._rungs:
                 if int(m) == int(milestone):
                     recorded[trial_id] = float(value)
