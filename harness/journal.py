@@ -165,13 +165,17 @@ class JournalMirror:
             storage = _journal_storage(self.path)
             _study_in(storage, self.study_name, self.space)
             self._storage, self._study_id = storage, storage.get_study_id_from_name(self.study_name)
+            # One pass over what the journal holds (a resumed search's trials); from then on this
+            # driver is the journal's only writer, so a Tune trial it has not seen is new. Looking
+            # each new trial up in the whole journal cost O(trials) per trial.
+            self._optuna_ids = {}
+            for frozen in storage.get_all_trials(self._study_id, deepcopy=False):
+                if "trial_id" in frozen.user_attrs:  # the first trial of an id is its trial
+                    self._optuna_ids.setdefault(str(frozen.user_attrs["trial_id"]),
+                                                storage.get_trial_id_from_study_id_trial_number(
+                                                    self._study_id, frozen.number))
         storage = self._storage
         number = self._optuna_ids.get(trial_id)
-        if number is None:
-            for frozen in storage.get_all_trials(self._study_id, deepcopy=False):
-                if frozen.user_attrs.get("trial_id") == trial_id:
-                    number = storage.get_trial_id_from_study_id_trial_number(self._study_id, frozen.number)
-                    break
         if number is None:
             dists = {p.path: p.distribution() for p in self.space.parameters if p.path in params}
             template = optuna.trial.FrozenTrial(

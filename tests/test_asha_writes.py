@@ -133,3 +133,44 @@ def test_on_an_object_store_the_record_file_is_uploaded_whole_and_replays(s3_buc
     search_storage.forget(ref)
     with fs.open_input_stream(key) as f:
         assert [json.loads(line)["trial"] for line in f.read().splitlines()] == ["t0", "t1", "t3"]
+
+
+@dataclass(eq=False)
+class _StatusTrial:
+    trial_id: str
+    status: str
+    config: dict | None = None
+
+
+class _Controller:
+    """What Tune's controller shows a scheduler: every trial in the order added, and the live ones."""
+
+    def __init__(self, trials: list[_StatusTrial]) -> None:
+        self.trials = trials
+
+    def get_trials(self) -> list[_StatusTrial]:
+        return self.trials
+
+    def get_live_trials(self) -> set[_StatusTrial]:
+        return {t for t in self.trials if t.status != "TERMINATED"}
+
+
+def test_the_trial_to_run_is_fifos_choice_found_among_the_live_trials(tmp_path):
+    import random
+
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers import FIFOScheduler
+
+    statuses = [Trial.PENDING, Trial.PAUSED, Trial.RUNNING, Trial.TERMINATED, Trial.ERROR]
+    rng = random.Random(0)
+    chosen = set()
+    for case in range(200):
+        scheduler = _scheduler(tmp_path / f"asha_rungs_{case}.jsonl")
+        trials = [_StatusTrial(f"t{i}", rng.choice(statuses)) for i in range(rng.randint(0, 30))]
+        for trial in trials:
+            scheduler.on_trial_add(None, trial)
+        controller = _Controller(trials)
+        expected = FIFOScheduler().choose_trial_to_run(controller)
+        assert scheduler.choose_trial_to_run(controller) is expected
+        chosen.add(None if expected is None else expected.status)
+    assert chosen == {Trial.PENDING, Trial.PAUSED, None}  # every branch was exercised
