@@ -21,6 +21,9 @@ This patches ASHA's private ``_brackets``/``_rungs``/``_trial_info`` (Ray 2.x's
 ``ray/tune/schedulers/async_hyperband.py``), which is why it lives alone in this module: a Ray
 upgrade that renames them breaks only this file, and ``tests/test_fair_asha.py`` says so.
 
+The trial to run next is FIFO's choice, looked up among Tune's live trials instead of every trial
+of the search (``choose_trial_to_run``), so a controller step does not grow with the search.
+
 ``rung_decisions`` gives the recorded decisions of a trial to the live table and the leaderboard
 row: from the scheduler itself when it runs in this process (the driver), else from the file.
 """

@@ -46,6 +46,10 @@ def test_driver_simulation_writes_a_row_per_trial(tmp_path):
     timed = sum(v for k, v in parts.items() if k != "tune")
     assert all(parts[k] > 0 for k in ("tpe", "asha", "row_write", "journal"))
     assert 0 < timed <= result["cpu_ms_per_trial"]
+    late = result["components_ms_last_quarter"]  # the same split over the last quarter of the trials
+    assert set(late) == set(parts) and all(late[k] > 0 for k in ("tpe", "asha", "row_write", "journal"))
+    assert sum(late.values()) == pytest.approx(result["cpu_ms_last_quarter"], rel=0.05)
+    assert 0 <= result["gc_ms_last_quarter"] and 0 <= result["gc_ms_per_trial"] < result["cpu_ms_per_trial"]
 
     from irstdlab.leaderboards import open as open_leaderboard
 
