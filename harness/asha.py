@@ -39,21 +39,13 @@ from pathlib import Path
 from typing import Any
 
 from irstdlab.harness import search_storage
-from irstdlab.harness.search_state import LEGACY_ASHA_FILE
+from irstdlab.harness.search_state import LEGACY_ASHA_FILE, complete_lines
 from irstdlab.harness.search_trainable import split_config
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler
 
 # record file -> the scheduler writing it in this process (Tune keeps it alive while it runs)
 _live: weakref.WeakValueDictionary[str, PersistentASHA] = weakref.WeakValueDictionary()
-
-
-def complete_lines(data: bytes) -> list[bytes]:
-    """The record file's lines, without a last one cut off mid-write."""
-    lines = data.splitlines(keepends=True)
-    if lines and not lines[-1].endswith(b"\n"):
-        lines.pop()
-    return lines
 
 
 class PersistentASHA(ASHAScheduler):
@@ -313,4 +305,4 @@ def rung_decisions(state_path: str | None, trial_id: str) -> list[dict[str, Any]
         return []
 
 
-__all__ = ["PersistentASHA", "complete_lines", "rung_decisions"]
+__all__ = ["PersistentASHA", "rung_decisions"]

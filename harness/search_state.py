@@ -116,6 +116,14 @@ def read_search_state(path: Path | str, resource_fields: set[str]) -> dict[str, 
     return state
 
 
+def complete_lines(data: bytes) -> list[bytes]:
+    """The ASHA record file's lines, without a last one cut off mid-write."""
+    lines = data.splitlines(keepends=True)
+    if lines and not lines[-1].endswith(b"\n"):
+        lines.pop()
+    return lines
+
+
 def check_asha_state(path: Path | str) -> None:
     """The ASHA record file (``asha.PersistentASHA``: one JSON object per line, the last one possibly
     cut off by a kill), or, for a search started before it, the whole-state ``asha_state.json``
@@ -131,10 +139,8 @@ def check_asha_state(path: Path | str) -> None:
         data = search_storage.read_bytes(ref)
     except OSError as exc:
         raise cannot_resume(path, f"cannot read the ASHA record file ({exc.strerror or exc})") from None
-    lines = data.splitlines(keepends=True)
-    if lines and not lines[-1].endswith(b"\n"):
-        lines.pop()  # cut off mid-write: its decision never reached Tune, and the replay skips it
-    for number, line in enumerate(lines, start=1):
+    # a last line cut off mid-write is left out: its decision never reached Tune, and the replay skips it
+    for number, line in enumerate(complete_lines(data), start=1):
         try:
             record = json.loads(line)
         except ValueError:  # JSONDecodeError and UnicodeDecodeError
@@ -212,5 +218,5 @@ def drop_cut_off_record(path: Path) -> None:
             f.truncate(data.rfind(b"\n") + 1)
 
 
-__all__ = ["LEGACY_ASHA_FILE", "SEARCH_STATE_KEYS", "cannot_resume", "check_asha_state", "check_journal", "drop_cut_off_record", "read_search_state", "refuse_plan_changes_on_resume",
+__all__ = ["LEGACY_ASHA_FILE", "SEARCH_STATE_KEYS", "cannot_resume", "check_asha_state", "complete_lines", "check_journal", "drop_cut_off_record", "read_search_state", "refuse_plan_changes_on_resume",
            "stored_space_error"]
