@@ -24,6 +24,7 @@ trials; ``tests/test_search_sampler.py`` checks that the view and its suggestion
 
 from __future__ import annotations
 
+import bisect
 import heapq
 from typing import Any
 
@@ -33,6 +34,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 BEST = 25  # Optuna's default gamma caps the "below" group at 25 trials
 RECENT = 500
+
+
+def _number(trial: FrozenTrial) -> int:
+    return trial.number
 
 
 class _StudyView:
@@ -59,14 +64,20 @@ class RecentAndBestTPE(optuna.samplers.TPESampler):
         self._reset_view()
 
     def _reset_view(self) -> None:
-        self._seen: set[int] = set()  # numbers of the completed trials already offered to the heap
         self._best_heap: list[tuple[float, int, FrozenTrial]] = []  # (score, -number, trial): worst kept on top
+        # Per ``states`` filter: the highest trial number scanned and the numbers at or below it
+        # that were absent or unfinished then (running trials; failed ones under a state filter).
+        # A scan visits only those and the trials above the highest, so it costs O(new trials +
+        # open gaps), not O(study): a visit of every finished trial per new trial was the part of
+        # the sampler that still grew with the search.
+        self._scanned: dict[Any, tuple[int, set[int]]] = {}
+        self._settled: set[int] = set()  # numbers of finished trials already offered to the heap
         self._view_key: tuple[Any, int, int] | None = None
         self._view: list[FrozenTrial] = []
 
     def __getstate__(self) -> dict[str, Any]:  # Ray pickles the searcher: the view is rebuilt, not saved
         state = dict(self.__dict__)
-        for key in ("_seen", "_best_heap", "_view_key", "_view"):
+        for key in ("_best_heap", "_scanned", "_settled", "_view_key", "_view"):
             state.pop(key, None)
         return state
 
@@ -78,13 +89,13 @@ class RecentAndBestTPE(optuna.samplers.TPESampler):
         """``trials`` (in trial-number order, of ``states``) cut to the best and the most recent ones."""
         if len(trials) <= self.best + self.recent:
             return trials
-        key = (None if states is None else tuple(sorted(s.value for s in states)), len(trials), trials[-1].number)
+        states_key = None if states is None else tuple(sorted(s.value for s in states))
+        key = (states_key, len(trials), trials[-1].number)
         if key != self._view_key:  # TPE asks several times per suggestion: work once per new trial
             sign = 1.0 if direction == StudyDirection.MAXIMIZE else -1.0
-            for trial in trials:
-                if trial.number in self._seen or trial.state != TrialState.COMPLETE or trial.value is None:
+            for trial in self._newly_finished(trials, states_key):
+                if trial.state != TrialState.COMPLETE or trial.value is None:
                     continue
-                self._seen.add(trial.number)
                 # On equal values the earlier trial ranks first, as in TPE's stable sort.
                 item = (sign * trial.value, -trial.number, trial)
                 if len(self._best_heap) < self.best:
@@ -97,6 +108,33 @@ class RecentAndBestTPE(optuna.samplers.TPESampler):
             self._view = sorted(best, key=lambda t: t.number) + recent
             self._view_key = key
         return self._view
+
+    def _newly_finished(self, trials: list[FrozenTrial], states_key: Any) -> list[FrozenTrial]:
+        """The finished trials of ``trials`` not offered to the heap yet: those filling a gap left
+        by an earlier scan of this filter (a trial that finished out of order) and those above it."""
+        highest, gaps = self._scanned.get(states_key, (-1, set()))
+        found: list[FrozenTrial] = []
+
+        def visit(trial: FrozenTrial) -> None:
+            if not trial.state.is_finished():
+                gaps.add(trial.number)
+            elif trial.number not in self._settled:
+                self._settled.add(trial.number)
+                found.append(trial)
+
+        for number in sorted(gaps):
+            at = bisect.bisect_left(trials, number, key=_number)
+            if at < len(trials) and trials[at].number == number and trials[at].state.is_finished():
+                gaps.discard(number)
+                visit(trials[at])
+        start = bisect.bisect_right(trials, highest, key=_number)
+        expected = highest + 1
+        for trial in trials[start:]:
+            gaps.update(range(expected, trial.number))  # absent from this list: not finished yet
+            visit(trial)
+            expected = trial.number + 1
+        self._scanned[states_key] = (max(highest, expected - 1), gaps)
+        return found
 
     def _study_view(self, study: Any) -> Any:
         return study if study._is_multi_objective() else _StudyView(study, self)

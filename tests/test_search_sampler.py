@@ -69,3 +69,45 @@ def test_a_bounded_history_still_finds_the_optimum():
     late = [t.value for t in study.trials[-40:]]
     early_random = [t.value for t in study.trials[:10]]  # the random start-up phase
     assert sorted(late)[len(late) // 2] < sorted(early_random)[len(early_random) // 2]  # it still exploits
+
+
+def _expected_view(listed, best: int, recent: int, maximize: bool):
+    """The view by its definition: the ``best`` best completed trials and the ``recent`` last ones."""
+    if len(listed) <= best + recent:
+        return [t.number for t in listed]
+    tail = listed[-recent:]
+    complete = [t for t in listed if t.state == TrialState.COMPLETE]
+    ranked = sorted(complete, key=lambda t: ((-t.value if maximize else t.value), t.number))[:best]
+    return sorted({t.number for t in ranked if t.number < tail[0].number} | {t.number for t in tail})
+
+
+@pytest.mark.parametrize("direction", ["maximize", "minimize"])
+def test_the_view_follows_trials_that_finish_out_of_order(direction):
+    """Trials end in another order than they started (several run at once, one runs long, some
+    fail): after every ending, the view the sampler keeps up incrementally is the one defined by the
+    whole study, whichever state filter TPE asks with."""
+    import random
+
+    rng = random.Random(5)
+    sampler = RecentAndBestTPE(best=3, recent=5, seed=0)
+    study = optuna.create_study(sampler=sampler, direction=direction)
+    running = []
+    for _ in range(60):
+        while len(running) < 6:
+            trial = study.ask()
+            trial.suggest_float("x", 0, 1)
+            running.append(trial)
+        # trial 2 runs until the end; the others end in a random order
+        trial = rng.choice([t for t in running if t.number != 2] or running)
+        running.remove(trial)
+        if rng.random() < 0.1:
+            study.tell(trial, state=TrialState.FAIL)
+        elif rng.random() < 0.2:
+            study.tell(trial, state=TrialState.PRUNED)
+        else:
+            study.tell(trial, rng.random())
+        for states in ((TrialState.COMPLETE, TrialState.PRUNED), None):
+            listed = study._get_trials(deepcopy=False, states=states)  # None: running and failed ones too
+            view = sampler.bounded(listed, study.direction, states)
+            assert [t.number for t in view] == _expected_view(listed, 3, 5, direction == "maximize")
+    assert any(t.number == 2 for t in running), "a long trial stayed open through the study"
