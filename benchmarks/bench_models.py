@@ -36,6 +36,20 @@ conv. Rounds vary by +-10% on this shared VM, so compare ratios, not millisecond
 allocated large tensors also page-fault here: ``THP_MEM_ALLOC_ENABLE=1`` (PyTorch's huge pages for
 CPU tensors >= 2 MB) cut BAFE-Net's step 12% and FCOS's 7% (ratio 1.76 -> 1.66), and did nothing
 for the 128 px quickstart training, so irstdlab does not set it.
+
+Why oneDNN's depth-wise weight gradient is slow (2026-12-03, ``ONEDNN_VERBOSE=1``, oneDNN v3.12 in
+torch 2.14, AVX-512 CPU): the forward and the input gradient run oneDNN's depth-wise kernels
+(``brdgmm_dw``, ``jit_dw``), but the weight gradient of a channels-last depth-wise convolution runs
+its generic grouped-convolution kernel (``jit:avx512_core``, weights ``aBCde16c16b``): each
+channel's 1-in/1-out group is computed as a 16 x 16 block, 16x the work (60-80 ms at P3 where the
+forward takes 5-10). NCHW takes its GEMM path (``x64:gemm:jit``, 136 ms); ATen's own im2col kernel
+(oneDNN switched off) takes 39 ms for the 5x5 but 292 for the dilated 7x7 on the full map. A custom
+backward (input gradient as the forward with the kernel turned by 180 degrees, weight gradient
+alone from oneDNN over the phase grids) cut the isolated LSK module (P3-P5, fwd + bwd, ~650 ms)
+by at most 5%, inside this VM's run-to-run spread, and was not kept. On that day's VM the step
+ratio was 1.595 (rounds 1.570, 1.605, 1.595, 1.548, 1.707) for a MAC ratio of 1.568: BAFE-Net
+8.8 s, FCOS 5.5 s a step, the whole excess ~130 ms while the LSK module alone runs 400-500 ms over
+its MAC share (~180 ms). Closing it takes a dedicated depth-wise weight-gradient kernel.
 """
 
 from __future__ import annotations
